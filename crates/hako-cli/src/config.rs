@@ -1,0 +1,64 @@
+//! hako's configuration: `/etc/hako/hako.toml`, then
+//! `$XDG_CONFIG_HOME/hako/hako.toml` (or `~/.config/hako/hako.toml`),
+//! later files adding to earlier ones; `HAKO_CONFIG` names a single file
+//! instead.
+//!
+//! ```toml
+//! [registries]
+//! insecure = ["registry.local:5000"]     # plain http
+//! [registries.mirrors]
+//! "docker.io" = ["mirror.local:5000"]    # tried first for pulls
+//! ```
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub registries: Registries,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registries {
+    #[serde(default)]
+    pub insecure: Vec<String>,
+    #[serde(default)]
+    pub mirrors: BTreeMap<String, Vec<String>>,
+}
+
+fn files() -> Vec<PathBuf> {
+    if let Some(p) = std::env::var_os("HAKO_CONFIG") {
+        return vec![PathBuf::from(p)];
+    }
+    let mut out = vec![PathBuf::from("/etc/hako/hako.toml")];
+    let user = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
+    if let Some(dir) = user {
+        out.push(dir.join("hako/hako.toml"));
+    }
+    out
+}
+
+impl Config {
+    pub fn load() -> Result<Config> {
+        let mut cfg = Config::default();
+        for path in files() {
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+            };
+            let more: Config = toml::from_str(&text)
+                .with_context(|| format!("{}: not a valid hako configuration", path.display()))?;
+            cfg.registries.insecure.extend(more.registries.insecure);
+            cfg.registries.mirrors.extend(more.registries.mirrors);
+        }
+        Ok(cfg)
+    }
+}

@@ -1,0 +1,81 @@
+//! hako-runtime: an OCI runtime for Linux.
+//!
+//! The library turns an OCI bundle into a container and drives it through
+//! the lifecycle of the runtime-spec; the `hako-runtime` binary is a
+//! runc-compatible command line over it.
+
+mod channel;
+pub mod config;
+pub mod container;
+pub mod create;
+pub mod error;
+pub mod exec;
+pub mod hooks;
+mod init;
+mod namespaces;
+mod netdev;
+pub mod process;
+pub mod rootfs;
+pub mod seccomp;
+pub mod selfexe;
+pub mod state;
+mod sys;
+
+pub use create::{CreateOptions, Created};
+pub use error::{Error, Result};
+pub use exec::ExecOptions;
+
+/// Receives the pty master that a container sends to a console socket.
+pub fn receive_console(stream: &std::os::unix::net::UnixStream) -> Result<std::os::fd::OwnedFd> {
+    use std::os::fd::AsRawFd;
+    channel::recv_fd(stream.as_raw_fd())
+        .map_err(|e| Error::Sys {
+            context: "receive the pty master".into(),
+            source: e,
+        })?
+        .ok_or_else(|| Error::Init("the container sent no terminal".into()))
+}
+
+/// Timing of the phases of a command, printed to stderr when
+/// `HAKO_RUNTIME_TRACE` is set: where the milliseconds of a `run` go. With
+/// `HAKO_RUNTIME_CRASH_AT=<phase>` the process SIGKILLs itself at that
+/// phase, which is how the crash tests show that any moment of a create
+/// can be cleaned up after.
+pub mod trace {
+    use std::sync::OnceLock;
+    use std::time::Instant;
+
+    struct Trace {
+        start: Option<Instant>,
+        crash_at: Option<String>,
+    }
+
+    static TRACE: OnceLock<Trace> = OnceLock::new();
+
+    /// Reads the variables (once); `debug` turns the timing on as well.
+    pub fn init(debug: bool) {
+        TRACE.get_or_init(|| Trace {
+            start: (debug || std::env::var_os("HAKO_RUNTIME_TRACE").is_some()).then(Instant::now),
+            crash_at: std::env::var("HAKO_RUNTIME_CRASH_AT").ok(),
+        });
+    }
+
+    pub fn mark(what: &str) {
+        let Some(t) = TRACE.get() else { return };
+        if let Some(start) = t.start {
+            eprintln!(
+                "[{:>8.3} ms] {} {what}",
+                start.elapsed().as_secs_f64() * 1000.0,
+                std::process::id()
+            );
+        }
+        if t.crash_at.as_deref() == Some(what) {
+            // SAFETY: kill with plain integers, aimed at this process; the
+            // init of a pid namespace ignores even that, and just ends.
+            unsafe {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+                libc::_exit(137)
+            };
+        }
+    }
+}
