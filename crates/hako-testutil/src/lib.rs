@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+pub mod images;
+
 /// The static busybox the fixtures copy into root filesystems.
 pub const BUSYBOX: &str = "/bin/busybox";
 

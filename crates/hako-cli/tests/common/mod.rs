@@ -1,0 +1,141 @@
+//! The `hako` binary with a store of its own, and what the image tests
+//! check after each run.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub use hako_testutil::images::*;
+pub use hako_testutil::registry::Registry;
+
+/// `hako` with its own `--root`, `--runroot`, configuration and
+/// credential files, all in one temp dir.
+pub struct Hako {
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for Hako {
+    fn default() -> Self {
+        Hako::new()
+    }
+}
+
+impl Hako {
+    pub fn new() -> Hako {
+        let dir = tempfile::Builder::new()
+            .prefix("hako-cli-test-")
+            .tempdir()
+            .unwrap();
+        std::fs::create_dir_all(dir.path().join("docker")).unwrap();
+        Hako { dir }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    pub fn auth_file(&self) -> PathBuf {
+        self.dir.path().join("auth.json")
+    }
+
+    pub fn config_file(&self) -> PathBuf {
+        self.dir.path().join("hako.toml")
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_hako"));
+        c.arg("--root")
+            .arg(self.root())
+            .arg("--runroot")
+            .arg(self.dir.path().join("run"))
+            .env("HAKO_AUTH_FILE", self.auth_file())
+            .env("HAKO_CONFIG", self.config_file())
+            .env("DOCKER_CONFIG", self.dir.path().join("docker"))
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    /// Runs and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        ok(&self.run(args), args)
+    }
+
+    /// Runs and asserts failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "hako {args:?} should have failed\nstdout: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_eq!(out.status.code(), Some(1), "hako {args:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Entries of a store directory (`layers`, `blobs/sha256`, `ingest`),
+    /// sorted; none when it does not exist.
+    pub fn entries(&self, sub: &str) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.root().join(sub))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Image ids, as `images -q --no-trunc` prints them.
+    pub fn image_ids(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .ok(&["images", "-q", "--no-trunc"])
+            .lines()
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Nothing half-made in the store: no staging dirs, no trash, no
+    /// mounts under the temp dir.
+    pub fn assert_consistent(&self) {
+        for sub in ["layers", "snapshots", "blobs/sha256"] {
+            for e in self.entries(sub) {
+                assert!(
+                    !e.starts_with(".tmp") && !e.starts_with(".trash"),
+                    "{sub}/{e} left in the store"
+                );
+            }
+        }
+        assert_no_mounts_under(self.dir.path());
+    }
+}
+
+pub fn ok(out: &Output, args: &[&str]) -> String {
+    assert!(
+        out.status.success(),
+        "hako {args:?} failed ({:?})\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn assert_no_mounts_under(dir: &Path) {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let d = dir.to_string_lossy();
+    let left: Vec<&str> = mounts.lines().filter(|l| l.contains(&*d)).collect();
+    assert!(left.is_empty(), "mounts left under {d}: {left:#?}");
+}
+
+/// A layer tar of a directory tree on disk.
+pub fn tar_of(dir: &Path) -> Vec<u8> {
+    TarBuilder::new().tree(dir).build()
+}
