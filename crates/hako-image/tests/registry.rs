@@ -360,6 +360,11 @@ struct CuttingProxy {
 
 impl CuttingProxy {
     fn start(upstream: u16, cut_after: usize) -> CuttingProxy {
+        CuttingProxy::start_with(upstream, cut_after, 0)
+    }
+
+    /// Also answers the first `busy` connections with a 503 and closes them.
+    fn start_with(upstream: u16, cut_after: usize, busy: usize) -> CuttingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
@@ -372,7 +377,18 @@ impl CuttingProxy {
                 if stop2.load(Ordering::SeqCst) {
                     break;
                 }
-                let Ok(client) = conn else { continue };
+                let Ok(mut client) = conn else { continue };
+                if cuts2.load(Ordering::SeqCst) < busy {
+                    // Count the busy answers with the cuts.
+                    cuts2.fetch_add(1, Ordering::SeqCst);
+                    let mut buf = [0u8; 4096];
+                    let _ = client.read(&mut buf);
+                    let _ = client.write_all(
+                        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
                     continue;
                 };
@@ -411,7 +427,8 @@ impl CuttingProxy {
                             Ok(0) | Err(_) => break,
                             Ok(n) => n,
                         };
-                        if blob_asked.load(Ordering::SeqCst) && cuts.load(Ordering::SeqCst) == 0 {
+                        if blob_asked.load(Ordering::SeqCst) && cuts.load(Ordering::SeqCst) == busy
+                        {
                             sent_for_blob += n;
                             if sent_for_blob > cut_after {
                                 cuts.fetch_add(1, Ordering::SeqCst);
@@ -584,4 +601,22 @@ fn auth_store_round_trip_and_docker_config() {
     store.remove("docker.io").unwrap();
     assert_eq!(store.get("docker.io").unwrap(), cred("hub", "hubpw"));
     assert_eq!(store.get("example.com").unwrap(), None);
+}
+
+#[test]
+fn busy_registry_is_retried() {
+    let reg = Registry::start();
+    let client = anon();
+    let direct = reference(&reg.image("lib/app:v1"));
+    let (manifest, _, layers) = push_image(&client, &direct, 8);
+    // Two 503s, then a blob cut short once: all within the retries.
+    let proxy = CuttingProxy::start_with(reg.port(), 50_000, 2);
+    let via_proxy = reference(&format!("127.0.0.1:{}/lib/app:v1", proxy.port));
+    let fresh = anon();
+    assert_eq!(fresh.get_manifest(&via_proxy, "v1").unwrap().body, manifest);
+    assert_eq!(
+        read_blob(&fresh, &via_proxy, &Digest::of(&layers[0]), 0),
+        layers[0]
+    );
+    assert_eq!(proxy.cuts.load(Ordering::SeqCst), 3);
 }
