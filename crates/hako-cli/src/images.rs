@@ -31,6 +31,7 @@ fn client() -> Result<Client> {
         mirrors: cfg.registries.mirrors,
         auth: AuthStore::from_env(),
         user_agent: Some(format!("hako/{}", env!("CARGO_PKG_VERSION"))),
+        certs_dir: None,
     }))
 }
 

@@ -23,4 +23,5 @@ pub use digest::Digest;
 pub use error::{Error, Result};
 pub use manifest::{Compression, Descriptor, ImageConfig, Index, Manifest, Platform};
 pub use reference::Reference;
+pub use registry::{Client, RegistryConfig, RegistryError};
 pub use store::{Image, Store};

@@ -3,6 +3,8 @@
 //! leak checks that every integration test ends with.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+pub mod registry;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
