@@ -9,6 +9,10 @@
 //! [registries.mirrors]
 //! "docker.io" = ["mirror.local:5000"]    # tried first for pulls
 //! ```
+//!
+//! Extra CA certificates for a registry go in
+//! `/etc/hako/certs.d/<host[:port]>/*.crt`, as Docker's `certs.d`
+//! (`certs_dir` under `[registries]` moves it).
 
 use anyhow::{Context, Result};
 use serde::Deserialize;
@@ -29,6 +33,7 @@ pub struct Registries {
     pub insecure: Vec<String>,
     #[serde(default)]
     pub mirrors: BTreeMap<String, Vec<String>>,
+    pub certs_dir: Option<PathBuf>,
 }
 
 fn files() -> Vec<PathBuf> {
@@ -58,6 +63,9 @@ impl Config {
                 .with_context(|| format!("{}: not a valid hako configuration", path.display()))?;
             cfg.registries.insecure.extend(more.registries.insecure);
             cfg.registries.mirrors.extend(more.registries.mirrors);
+            if more.registries.certs_dir.is_some() {
+                cfg.registries.certs_dir = more.registries.certs_dir;
+            }
         }
         Ok(cfg)
     }

@@ -31,7 +31,11 @@ fn client() -> Result<Client> {
         mirrors: cfg.registries.mirrors,
         auth: AuthStore::from_env(),
         user_agent: Some(format!("hako/{}", env!("CARGO_PKG_VERSION"))),
-        certs_dir: None,
+        certs_dir: Some(
+            cfg.registries
+                .certs_dir
+                .unwrap_or_else(|| PathBuf::from("/etc/hako/certs.d")),
+        ),
     }))
 }
 

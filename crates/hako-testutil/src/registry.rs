@@ -136,6 +136,12 @@ impl Registry {
         fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }
 
+    /// The registry's filesystem storage (`docker/registry/v2/...` under
+    /// it), for tests that corrupt what it serves.
+    pub fn storage_dir(&self) -> PathBuf {
+        self.dir.path().join("storage")
+    }
+
     /// The token server's URL, for a token-auth registry.
     pub fn token_realm(&self) -> Option<String> {
         self.token_server
