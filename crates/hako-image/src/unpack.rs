@@ -481,14 +481,20 @@ impl Unpacker {
 
     fn meta<R: Read>(&self, e: &mut tar::Entry<'_, R>, raw: &[u8]) -> Result<Meta, UnpackError> {
         let h = e.header();
-        let bad =
-            |what: &str, err: io::Error| refused(raw, format!("bad {what} in its header: {err}"));
-        let mode = h.mode().map_err(|err| bad("mode", err))? & 0o7777;
-        let uid = u32::try_from(h.uid().map_err(|err| bad("uid", err))?)
+        let old = h.as_old();
+        // An empty numeric field is 0, as other readers have it.
+        let num = |what: &str, field: &[u8], v: io::Result<u64>| match v {
+            Ok(v) => Ok(v),
+            Err(_) if field.iter().all(|b| *b == 0 || *b == b' ') => Ok(0),
+            Err(err) => Err(refused(raw, format!("bad {what} in its header: {err}"))),
+        };
+        let mode = num("mode", &old.mode, h.mode().map(u64::from))?;
+        let mode = u32::try_from(mode & 0o7777).unwrap_or(0);
+        let uid = u32::try_from(num("uid", &old.uid, h.uid())?)
             .map_err(|_| refused(raw, "uid out of range"))?;
-        let gid = u32::try_from(h.gid().map_err(|err| bad("gid", err))?)
+        let gid = u32::try_from(num("gid", &old.gid, h.gid())?)
             .map_err(|_| refused(raw, "gid out of range"))?;
-        let mtime = h.mtime().map_err(|err| bad("mtime", err))?;
+        let mtime = num("mtime", &old.mtime, h.mtime())?;
         let mut mtime = (i64::try_from(mtime).unwrap_or(i64::MAX), 0u32);
         let mut xattrs = Vec::new();
         if let Some(exts) = e.pax_extensions().map_err(UnpackError::Read)? {
