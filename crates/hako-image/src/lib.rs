@@ -8,7 +8,9 @@
 
 pub mod archive;
 pub mod auth;
+mod diff;
 pub mod digest;
+mod dirfd;
 pub mod error;
 pub mod manifest;
 pub mod pull;
