@@ -8,14 +8,17 @@
 mod common;
 use common::*;
 
-use hako_image::snapshot::Snapshotter;
 use hako_image::Store;
+use hako_image::snapshot::Snapshotter;
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 fn push(reg: &Registry, img: BuiltImage, name: &str) -> String {
-    let tag = name.rsplit_once(':').map_or("latest", |(_, t)| t).to_string();
+    let tag = name
+        .rsplit_once(':')
+        .map_or("latest", |(_, t)| t)
+        .to_string();
     let dest = reg.image(name);
     img.into_layout(&tag).push(&tag, &dest);
     dest
@@ -46,7 +49,15 @@ fn pull_by_tag_and_digest_then_list_and_inspect() {
     let reg = Registry::start();
     let img = busybox_image();
     let (manifest_digest, config_digest) = (img.manifest_digest.clone(), img.config_digest.clone());
-    let name = push(&reg, img, "tools/busybox:1");
+    // Pushed by skopeo: hako pulls what another tool wrote.
+    let name = reg.image("tools/busybox:1");
+    let layout = img.into_layout("1");
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:1", layout.dir().display()),
+        &format!("docker://{name}"),
+    ]);
     let h = Hako::new();
 
     let out = h.ok(&["pull", &name]);
@@ -57,7 +68,7 @@ fn pull_by_tag_and_digest_then_list_and_inspect() {
     assert!(again.contains("Status: Image is up to date"), "{again}");
     let by_digest = format!("{}@{manifest_digest}", name.rsplit_once(':').unwrap().0);
     h.ok(&["pull", "-q", &by_digest]);
-    assert_eq!(h.image_ids(), [config_digest.clone()]);
+    assert_eq!(h.image_ids(), std::slice::from_ref(&config_digest));
 
     // The layer is unpacked: busybox itself, byte for byte.
     with_rootfs(&h, &name, Snapshotter::Overlay, |root| {
@@ -89,7 +100,8 @@ fn pull_by_tag_and_digest_then_list_and_inspect() {
         format!("{repo}@{manifest_digest}")
     );
     assert_eq!(
-        h.ok(&["inspect", "--format", "{{.Architecture}}", short]).trim(),
+        h.ok(&["inspect", "--format", "{{.Architecture}}", short])
+            .trim(),
         host_arch()
     );
     let missing = h.fails(&["pull", &reg.image("tools/busybox:nope")]);
@@ -119,7 +131,10 @@ fn layers_apply_whiteouts_opaque_dirs_hard_links_and_long_names() {
                 std::fs::metadata(d.join("link")).unwrap().ino(),
                 "{snapshotter:?}: link is a hard link to keep"
             );
-            assert!(!d.join("gone").exists(), "{snapshotter:?}: gone is whited out");
+            assert!(
+                !d.join("gone").exists(),
+                "{snapshotter:?}: gone is whited out"
+            );
             let dir: Vec<_> = std::fs::read_dir(d.join("dir"))
                 .unwrap()
                 .map(|e| e.unwrap().file_name())
@@ -133,7 +148,10 @@ fn layers_apply_whiteouts_opaque_dirs_hard_links_and_long_names() {
                 std::fs::read_to_string(d.join("x".repeat(150))).unwrap(),
                 "long\n"
             );
-            assert_eq!(std::fs::read_link(d.join("sym")).unwrap(), Path::new("keep"));
+            assert_eq!(
+                std::fs::read_link(d.join("sym")).unwrap(),
+                Path::new("keep")
+            );
             let m = std::fs::metadata(d.join("mode")).unwrap();
             assert_eq!((m.mode() & 0o7777, m.uid()), (0o750, 1000));
             assert!(root.join("bin/busybox").exists());
@@ -301,7 +319,10 @@ fn hostile_layers_are_refused_and_touch_nothing() {
         assert!(h.entries("ingest").is_empty(), "{case}: download kept");
         h.assert_consistent();
     }
-    assert_eq!(std::fs::metadata("/etc/passwd").unwrap().nlink(), passwd_links);
+    assert_eq!(
+        std::fs::metadata("/etc/passwd").unwrap().nlink(),
+        passwd_links
+    );
 
     // Absolute names are taken relative to the layer, as Docker does.
     let name = push(
@@ -447,7 +468,8 @@ impl SlowProxy {
                 let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
                     continue;
                 };
-                let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (mut c_in, mut s_out) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
                 std::thread::spawn(move || {
                     let _ = std::io::copy(&mut c_in, &mut s_out);
                     let _ = s_out.shutdown(std::net::Shutdown::Write);
@@ -504,7 +526,10 @@ fn a_pull_killed_midway_leaves_no_image_and_the_next_one_completes() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let partial = h.root().join("ingest").join(format!("{}.partial", &big[7..]));
+    let partial = h
+        .root()
+        .join("ingest")
+        .join(format!("{}.partial", &big[7..]));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while std::fs::metadata(&partial).map_or(0, |m| m.len()) < (2 << 20) {
         assert!(
@@ -551,8 +576,13 @@ fn push_then_pull_back_with_mounts_and_chunks() {
         "--tls-verify=false",
         &format!("docker://{target}"),
     ]);
-    assert_eq!(sha256(raw.as_bytes()), manifest, "the manifest went as it was");
+    assert_eq!(
+        sha256(raw.as_bytes()),
+        manifest,
+        "the manifest went as it was"
+    );
     // Pushing again: every layer is there already.
+    h.ok(&["tag", &name, &target]);
     let again = h.ok(&["push", &target]);
     assert!(again.contains("Layer already exists"), "{again}");
     // Another repository of the same registry: blobs are mounted.
@@ -568,7 +598,7 @@ fn push_then_pull_back_with_mounts_and_chunks() {
     for pulled in [&target, &other, &chunked] {
         let fresh = Hako::new();
         fresh.ok(&["pull", "-q", pulled]);
-        assert_eq!(fresh.image_ids(), [config.clone()]);
+        assert_eq!(fresh.image_ids(), std::slice::from_ref(&config));
     }
     // skopeo reads what hako pushed.
     let cfg = skopeo(&[
@@ -607,7 +637,7 @@ fn archives_round_trip_and_interoperate_with_skopeo() {
         let other = Hako::new();
         let out = other.ok(&["load", "-i", file.to_str().unwrap()]);
         assert!(out.contains(&format!("Loaded image: {name}")), "{out}");
-        assert_eq!(other.image_ids(), [config.clone()]);
+        assert_eq!(other.image_ids(), std::slice::from_ref(&config));
         with_rootfs(&other, &name, Snapshotter::Overlay, |root| {
             assert!(!root.join("data/gone").exists());
             assert_eq!(
@@ -629,7 +659,9 @@ fn archives_round_trip_and_interoperate_with_skopeo() {
         assert!(seen.contains("\"diff_ids\""), "{seen}");
     }
 
-    // skopeo save → hako load, both formats.
+    // skopeo save → hako load, both formats (docker archives cannot hold
+    // zstd layers, so this image has gzip ones only).
+    let name = push(&reg, busybox_image(), "plain:1");
     for transport in ["docker-archive", "oci-archive"] {
         let file = dir.join(format!("skopeo-{transport}.tar"));
         let dest = format!("{transport}:{}:{name}", file.display());
@@ -643,10 +675,7 @@ fn archives_round_trip_and_interoperate_with_skopeo() {
         let out = other.ok(&["load", "-i", file.to_str().unwrap()]);
         assert!(out.contains("Loaded image"), "{transport}: {out}");
         with_rootfs(&other, &name, Snapshotter::Overlay, |root| {
-            assert_eq!(
-                std::fs::read_to_string(root.join("data/dir/new")).unwrap(),
-                "new\n"
-            );
+            assert!(root.join("bin/busybox").is_file());
         });
     }
 
@@ -725,7 +754,11 @@ fn tags_removal_prune_and_garbage_collection() {
         "{:?}",
         h.entries("layers")
     );
-    assert!(h.entries("blobs/sha256").is_empty(), "{:?}", h.entries("blobs/sha256"));
+    assert!(
+        h.entries("blobs/sha256").is_empty(),
+        "{:?}",
+        h.entries("blobs/sha256")
+    );
     h.assert_consistent();
 }
 
@@ -810,7 +843,10 @@ fn base64_encode(bytes: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for c in bytes.chunks(3) {
-        let n = c.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        let n = c
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
         for i in 0..4 {
             if i <= c.len() {
                 out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);

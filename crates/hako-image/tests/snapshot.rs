@@ -3,8 +3,8 @@
 //! snapshot goes without leaving a mount or a file behind.
 #![allow(clippy::unwrap_used)]
 
-use hako_image::snapshot::{self, Snapshotter};
 use hako_image::Store;
+use hako_image::snapshot::{self, Snapshotter};
 use hako_testutil::images::{TarBuilder, busybox_layer};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -122,16 +122,31 @@ fn container_changes_export_as_a_layer_and_snapshots_leave_nothing() {
         let mut out = Vec::new();
         snap.export_diff(&store, &mut out).unwrap();
         let e = entries(&out);
-        assert_eq!(e["etc/new"], ('f', b"new\n".to_vec()), "{snapshotter:?}: {e:?}");
-        assert_eq!(e["etc/keep"], ('f', b"changed\n".to_vec()), "{snapshotter:?}");
+        assert_eq!(
+            e["etc/new"],
+            ('f', b"new\n".to_vec()),
+            "{snapshotter:?}: {e:?}"
+        );
+        assert_eq!(
+            e["etc/keep"],
+            ('f', b"changed\n".to_vec()),
+            "{snapshotter:?}"
+        );
         assert!(e.contains_key("etc/.wh.remove"), "{snapshotter:?}: {e:?}");
-        assert_eq!(e["app/fresh"], ('f', b"fresh\n".to_vec()), "{snapshotter:?}");
+        assert_eq!(
+            e["app/fresh"],
+            ('f', b"fresh\n".to_vec()),
+            "{snapshotter:?}"
+        );
         // The old file of app is gone: an opaque marker or its whiteout.
         assert!(
             e.contains_key("app/.wh..wh..opq") || e.contains_key("app/.wh.old"),
             "{snapshotter:?}: {e:?}"
         );
-        assert!(!e.contains_key("bin/busybox"), "{snapshotter:?}: only changes");
+        assert!(
+            !e.contains_key("bin/busybox"),
+            "{snapshotter:?}: only changes"
+        );
 
         // The exported layer, applied over the image, gives the changed tree.
         let applied = dir.path().join("applied");
@@ -154,7 +169,10 @@ fn container_changes_export_as_a_layer_and_snapshots_leave_nothing() {
         store.remove_image(&two.id).unwrap();
         store.collect_garbage().unwrap();
         for l in two.chain_ids() {
-            assert!(store.layer_dir(&l).exists(), "{snapshotter:?}: layer collected");
+            assert!(
+                store.layer_dir(&l).exists(),
+                "{snapshotter:?}: layer collected"
+            );
         }
         store.remove_snapshot("c1").unwrap();
         assert!(store.snapshots().unwrap().is_empty());
@@ -174,7 +192,12 @@ fn a_mounted_snapshot_is_unmounted_when_removed() {
     let id = hako_image::archive::import(&store, &busybox_layer()[..], &[], None).unwrap();
     let img = store.resolve(&id.to_string()).unwrap();
     let snap = store
-        .create_snapshot("busy", &img.chain_ids(), Some(&img.id), snapshot::detect(dir.path()))
+        .create_snapshot(
+            "busy",
+            &img.chain_ids(),
+            Some(&img.id),
+            snapshot::detect(dir.path()),
+        )
         .unwrap();
     std::fs::create_dir_all(snap.merged_dir()).unwrap();
     snap.mount(&store, &snap.merged_dir()).unwrap();

@@ -276,12 +276,7 @@ pub fn child_setup(p: &Plan, cgroup: &mut crate::init::CgroupWait) -> Result<()>
             crate::sys::Forked::Child => {
                 drop(held);
                 let mut byte = [0u8; 1];
-                loop {
-                    match nix::unistd::read(&hold, &mut byte) {
-                        Err(nix::errno::Errno::EINTR) => continue,
-                        _ => break,
-                    }
-                }
+                while let Err(nix::errno::Errno::EINTR) = nix::unistd::read(&hold, &mut byte) {}
             }
             crate::sys::Forked::Parent(pid) => {
                 let _ = chan.send(&Msg::InitPid(pid));

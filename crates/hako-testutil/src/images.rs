@@ -390,16 +390,138 @@ impl OciLayout {
     }
 
     /// Pushes `tag` of this layout (all platforms of an index) to
-    /// `dest` (`host:port/repo:tag`), plain http.
+    /// `dest` (`127.0.0.1:port/repo:tag`, an anonymous plain-http
+    /// registry) byte for byte: blobs and manifests go as they are, so the
+    /// digests the test knows are the ones the registry serves. (skopeo
+    /// would compress uncompressed layers on the way.)
     pub fn push(&self, tag: &str, dest: &str) {
-        skopeo(&[
-            "copy",
-            "--all",
-            "--dest-tls-verify=false",
-            &format!("oci:{}:{tag}", self.dir().display()),
-            &format!("docker://{dest}"),
-        ]);
+        let (hostport, rest) = dest.split_once('/').unwrap();
+        let port: u16 = hostport.rsplit_once(':').unwrap().1.parse().unwrap();
+        let (repo, dest_tag) = rest.rsplit_once(':').unwrap();
+        let index: Value =
+            serde_json::from_slice(&std::fs::read(self.dir().join("index.json")).unwrap()).unwrap();
+        let top = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+            .unwrap_or_else(|| panic!("no {tag} in the layout"));
+        self.push_manifest(port, repo, top, dest_tag);
     }
+
+    fn blob(&self, digest: &str) -> Vec<u8> {
+        std::fs::read(
+            self.dir()
+                .join("blobs/sha256")
+                .join(digest.trim_start_matches("sha256:")),
+        )
+        .unwrap()
+    }
+
+    fn push_manifest(&self, port: u16, repo: &str, desc: &Value, reference: &str) {
+        let digest = desc["digest"].as_str().unwrap();
+        let media_type = desc["mediaType"].as_str().unwrap();
+        let body = self.blob(digest);
+        let m: Value = serde_json::from_slice(&body).unwrap();
+        if let Some(children) = m["manifests"].as_array() {
+            for c in children {
+                self.push_manifest(port, repo, c, c["digest"].as_str().unwrap());
+            }
+        } else {
+            let mut blobs = vec![m["config"]["digest"].as_str().unwrap().to_string()];
+            for l in m["layers"].as_array().unwrap() {
+                blobs.push(l["digest"].as_str().unwrap().to_string());
+            }
+            for b in blobs {
+                push_blob(port, repo, &b, &self.blob(&b));
+            }
+        }
+        let (status, _, text) = http(
+            port,
+            "PUT",
+            &format!("/v2/{repo}/manifests/{reference}"),
+            &[("Content-Type", media_type)],
+            &body,
+        );
+        assert_eq!(status, 201, "push manifest {digest} to {repo}: {text}");
+    }
+}
+
+/// One blob, monolithic upload, skipped when the registry has it.
+fn push_blob(port: u16, repo: &str, digest: &str, bytes: &[u8]) {
+    let (status, _, _) = http(
+        port,
+        "HEAD",
+        &format!("/v2/{repo}/blobs/{digest}"),
+        &[],
+        b"",
+    );
+    if status == 200 {
+        return;
+    }
+    let (status, headers, text) = http(
+        port,
+        "POST",
+        &format!("/v2/{repo}/blobs/uploads/"),
+        &[],
+        b"",
+    );
+    assert_eq!(status, 202, "start an upload to {repo}: {text}");
+    let location = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("location"))
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let path = match location.find("/v2/") {
+        Some(i) => location[i..].to_string(),
+        None => location,
+    };
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let (status, _, text) = http(
+        port,
+        "PUT",
+        &format!("{path}{sep}digest={digest}"),
+        &[("Content-Type", "application/octet-stream")],
+        bytes,
+    );
+    assert_eq!(status, 201, "upload {digest} to {repo}: {text}");
+}
+
+/// A plain HTTP/1.1 exchange with 127.0.0.1:`port`: status, headers, body.
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, String) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let hs = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    (status, hs, rest.to_string())
 }
 
 /// Runs skopeo (quietly), panicking with its output on failure.
@@ -596,32 +718,42 @@ pub fn debian_minbase_tar() -> PathBuf {
     tar
 }
 
-/// The first `deb` mirror in the machine's apt sources.
+/// The machine's apt mirror for Debian bookworm (the sources entry whose
+/// suites include `bookworm`), else Debian's own address.
 fn apt_mirror() -> String {
-    let mut texts = Vec::new();
-    for f in ["/etc/apt/sources.list"] {
-        texts.push(std::fs::read_to_string(f).unwrap_or_default());
-    }
+    let mut texts = vec![std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default()];
     if let Ok(rd) = std::fs::read_dir("/etc/apt/sources.list.d") {
-        for e in rd.flatten() {
-            texts.push(std::fs::read_to_string(e.path()).unwrap_or_default());
-        }
+        let mut files: Vec<_> = rd.flatten().map(|e| e.path()).collect();
+        files.sort();
+        texts.extend(
+            files
+                .iter()
+                .map(|f| std::fs::read_to_string(f).unwrap_or_default()),
+        );
     }
     for t in &texts {
+        // One-line form: deb [opts] URI SUITE COMPONENTS...
         for line in t.lines() {
-            let line = line.trim();
-            if let Some(rest) = line.strip_prefix("URIs:") {
-                if let Some(u) = rest.split_whitespace().find(|u| !u.contains("security")) {
-                    return u.to_string();
-                }
+            let words: Vec<&str> = line
+                .split_whitespace()
+                .filter(|w| !w.starts_with('['))
+                .collect();
+            if words.first() == Some(&"deb") && words.get(2) == Some(&"bookworm") {
+                return words[1].to_string();
             }
-            if let Some(rest) = line.strip_prefix("deb ") {
-                if let Some(u) = rest
-                    .split_whitespace()
-                    .find(|w| w.contains("://") && !w.contains("security"))
-                {
-                    return u.to_string();
-                }
+        }
+        // deb822 form: paragraphs with URIs: and Suites: fields.
+        for para in t.split("\n\n") {
+            let field = |name: &str| {
+                para.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+                    .unwrap_or_default()
+            };
+            if field("Suites:").iter().any(|s| s == "bookworm")
+                && let Some(u) = field("URIs:").first()
+            {
+                return u.clone();
             }
         }
     }
