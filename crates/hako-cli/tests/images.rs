@@ -690,6 +690,95 @@ fn archives_round_trip_and_interoperate_with_skopeo() {
     other.assert_consistent();
 }
 
+/// podman with a store of its own in a short temp dir (podman refuses a
+/// runroot path longer than 50 characters).
+struct Podman {
+    dir: tempfile::TempDir,
+}
+
+impl Podman {
+    fn new() -> Podman {
+        Podman {
+            dir: tempfile::Builder::new()
+                .prefix("hkpm")
+                .tempdir_in("/tmp")
+                .unwrap(),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let d = self.dir.path();
+        let out = std::process::Command::new("podman")
+            .arg("--root")
+            .arg(d.join("r"))
+            .arg("--runroot")
+            .arg(d.join("rr"))
+            .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("podman: {e}: apt-get install podman"));
+        assert!(
+            out.status.success(),
+            "podman {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let d = self.dir.path();
+        let _ = std::process::Command::new("podman")
+            .arg("--root")
+            .arg(d.join("r"))
+            .arg("--runroot")
+            .arg(d.join("rr"))
+            .args(["--storage-driver", "vfs", "system", "reset", "-f"])
+            .output();
+    }
+}
+
+#[test]
+fn archives_interoperate_with_podman() {
+    let reg = Registry::start();
+    let img = busybox_image();
+    let config = img.config_digest.clone();
+    let name = push(&reg, img, "pm:1");
+    let h = Hako::new();
+    h.ok(&["pull", "-q", &name]);
+    let file = h.dir.path().join("hako-save.tar");
+    h.ok(&["save", "-o", file.to_str().unwrap(), &name]);
+
+    // podman loads what hako saved, and names it the same.
+    let pm = Podman::new();
+    pm.run(&["load", "-q", "-i", file.to_str().unwrap()]);
+    let ids = pm.run(&["images", "-q", "--no-trunc"]);
+    assert!(ids.contains(&config[7..]), "{ids}");
+    let names = pm.run(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(names.contains(&name), "{names}");
+
+    // hako loads what podman saved, in both formats.
+    for format in ["docker-archive", "oci-archive"] {
+        let out_file = pm.dir.path().join(format!("{format}.tar"));
+        pm.run(&[
+            "save",
+            "-q",
+            "--format",
+            format,
+            "-o",
+            out_file.to_str().unwrap(),
+            &name,
+        ]);
+        let other = Hako::new();
+        let out = other.ok(&["load", "-i", out_file.to_str().unwrap()]);
+        assert!(out.contains("Loaded image"), "{format}: {out}");
+        with_rootfs(&other, &name, Snapshotter::Overlay, |root| {
+            assert!(root.join("bin/busybox").is_file(), "{format}");
+        });
+    }
+}
+
 #[test]
 fn import_makes_an_image_from_a_rootfs_tarball() {
     let h = Hako::new();

@@ -451,6 +451,72 @@ impl<R: Read> Read for Counted<'_, R> {
     }
 }
 
+/// Chunks the download runs ahead of the unpack (256 KiB each).
+const READ_AHEAD_CHUNKS: usize = 16;
+
+/// Reads `source` to its end in 256 KiB chunks into `tx` and gives it
+/// back; on a read error, sends a copy on (so that the next stage stops)
+/// and returns it.
+fn pump<R: Read>(
+    mut source: R,
+    tx: &std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
+) -> io::Result<R> {
+    loop {
+        let mut chunk = vec![0u8; 256 << 10];
+        let n = match source.read(&mut chunk) {
+            Ok(0) => return Ok(source),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let _ = tx.send(Err(io::Error::new(e.kind(), e.to_string())));
+                return Err(e);
+            }
+        };
+        chunk.truncate(n);
+        if tx.send(Ok(chunk)).is_err() {
+            // The next stage stopped (it failed); its error is the one
+            // to report.
+            return Ok(source);
+        }
+    }
+}
+
+/// The next stage's side of [`pump`].
+struct ReadAhead {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl ReadAhead {
+    fn new(rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>) -> ReadAhead {
+        ReadAhead {
+            rx,
+            chunk: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+
+impl Read for ReadAhead {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    self.chunk = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 /// Makes sure layer `chain_id` is unpacked and its blob stored: from the
 /// blob if the store has it, else downloaded from `remote`.
 #[allow(clippy::too_many_arguments)]
@@ -540,26 +606,41 @@ fn fetch_layer(
             index,
             progress,
         };
-        let mut compressed = DigestReader::new(counted);
-        let (diff_actual, stats) = {
-            let mut buffered = BufReader::with_capacity(256 << 10, &mut compressed);
-            let head = buffered
-                .fill_buf()
-                .ctx(|| format!("read layer {}", desc.digest))?;
-            let kind = manifest::Compression::sniff(head);
-            let decoded =
-                unpack::decompressor(buffered, kind).ctx(|| format!("layer {}", desc.digest))?;
-            let mut diff_reader = DigestReader::new(decoded);
-            let stats = unpack::unpack(&mut diff_reader, &diff)
-                .map_err(|e| Error::Invalid(format!("layer {} of {r}: {e}", desc.digest)))?;
-            let (d, _) = diff_reader
-                .finish()
-                .ctx(|| format!("read layer {} of {r}", desc.digest))?;
-            (d, stats)
-        };
-        let (blob_actual, size) = compressed
-            .finish()
-            .ctx(|| format!("read layer {} of {r}", desc.digest))?;
+        let compressed = DigestReader::new(counted);
+        // Three threads in a pipeline: download, hash and partial file;
+        // decompression; the unpack and the diff id. On a single big layer
+        // the stages then run side by side (decompression is the slowest,
+        // so it does nothing else).
+        let (unpacked, fetched, decoded) = std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::sync_channel(READ_AHEAD_CHUNKS);
+            let download = s.spawn(move || pump(compressed, &tx));
+            let (tx, rx2) = std::sync::mpsc::sync_channel(READ_AHEAD_CHUNKS);
+            let decompress = s.spawn(move || -> io::Result<()> {
+                let mut buffered = BufReader::with_capacity(256 << 10, ReadAhead::new(rx));
+                let kind = manifest::Compression::sniff(buffered.fill_buf()?);
+                pump(unpack::decompressor(buffered, kind)?, &tx).map(drop)
+            });
+            let mut diff_reader = DigestReader::new(ReadAhead::new(rx2));
+            // The unpack reads its stream to the end, so the digest covers
+            // all of it.
+            let unpacked = unpack::unpack(&mut diff_reader, &diff)
+                .map(|stats| (stats, diff_reader.digest_so_far().0));
+            // The readers are gone: a stage still running stops at its
+            // next chunk.
+            let panicked = || io::Error::other("a thread of the layer's pipeline panicked");
+            let decoded = decompress.join().unwrap_or_else(|_| Err(panicked()));
+            let fetched = download
+                .join()
+                .unwrap_or_else(|_| Err(panicked()))
+                .map(DigestReader::digest_so_far);
+            (unpacked, fetched, decoded)
+        });
+        // The first stage that failed says why: the network, then the
+        // decompression, then the unpack.
+        let (blob_actual, size) = fetched.ctx(|| format!("read layer {} of {r}", desc.digest))?;
+        decoded.ctx(|| format!("decompress layer {} of {r}", desc.digest))?;
+        let (stats, diff_actual) =
+            unpacked.map_err(|e| Error::Invalid(format!("layer {} of {r}: {e}", desc.digest)))?;
         if blob_actual != desc.digest || size != desc.size {
             return Err(Error::DigestMismatch {
                 what: format!("layer of {r} ({size} bytes, {} expected)", desc.size),

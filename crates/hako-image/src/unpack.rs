@@ -26,6 +26,10 @@ use crate::dirfd;
 pub use crate::diff::{export_diff, export_diff_between};
 
 /// The xattr overlayfs reads to make a directory hide what lies below it.
+/// Files from this size on start their writeback as soon as they are
+/// written (small ones go with the final flush).
+const WRITEBACK_FROM: u64 = 256 << 10;
+
 pub const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
@@ -405,6 +409,10 @@ impl Unpacker {
                     return Err(UnpackError::Truncated);
                 }
                 let fd = file.as_fd();
+                if written >= WRITEBACK_FROM {
+                    // Best effort: a filesystem without it just syncs later.
+                    let _ = dirfd::start_writeback(fd);
+                }
                 if *root_user {
                     dirfd::fchown(fd, meta.uid, meta.gid).map_err(entry_err(&raw))?;
                 }

@@ -718,8 +718,8 @@ pub fn debian_minbase_tar() -> PathBuf {
     tar
 }
 
-/// The machine's apt mirror for Debian bookworm (the sources entry whose
-/// suites include `bookworm`), else Debian's own address.
+/// The machine's apt mirror for Debian bookworm: the sources entry whose
+/// suites include `bookworm`.
 fn apt_mirror() -> String {
     let mut texts = vec![std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default()];
     if let Ok(rd) = std::fs::read_dir("/etc/apt/sources.list.d") {
@@ -757,7 +757,10 @@ fn apt_mirror() -> String {
             }
         }
     }
-    "http://deb.debian.org/debian".to_string()
+    panic!(
+        "no apt source for Debian bookworm in /etc/apt/sources.list(.d): debootstrap needs one \
+         to build the Debian minbase fixture"
+    )
 }
 
 /// A Debian minbase image: one gzip layer of the debootstrap root.
