@@ -89,12 +89,8 @@ pub fn pull(ctx: &Ctx, a: PullArgs) -> Result<i32> {
             (Some(t), None) => t.clone(),
             (None, None) => "latest".into(),
         };
-        let path = if r.registry == "docker.io" {
-            r.repository.clone()
-        } else {
-            r.name()
-        };
-        println!("{what}: Pulling from {path}");
+        // As Docker: the repository's path, without its registry.
+        println!("{what}: Pulling from {}", r.repository);
     }
     let display = PullDisplay::new(quiet, std::io::stdout().is_terminal());
     let opts = PullOptions {

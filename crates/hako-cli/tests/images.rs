@@ -966,3 +966,87 @@ fn a_debian_minbase_image_pulls_whole() {
     });
     h.assert_consistent();
 }
+
+/// A tmpfs mounted for the test, unmounted however the test ends.
+struct SmallDisk {
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(path: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(path).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "hako-test"])
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount a tmpfs on {}", path.display());
+        SmallDisk {
+            path: path.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_pull_cleanly_and_keeps_the_store_usable() {
+    let reg = Registry::start();
+    let big = push(
+        &reg,
+        ImageBuilder::new()
+            .layer(busybox_layer(), Compression::Gzip)
+            .layer(big_layer(24 << 20), Compression::Gzip)
+            .build(),
+        "huge:1",
+    );
+    let small = push(&reg, busybox_image(), "small:1");
+    let h = Hako::new();
+    let disk = SmallDisk::mount(&h.root(), "20m");
+    let err = h.fails(&["pull", &big]);
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(h.image_ids().is_empty());
+    assert!(h.entries("ingest").is_empty(), "{:?}", h.entries("ingest"));
+    for e in h.entries("layers") {
+        assert!(!e.starts_with(".tmp"), "staging dir {e} left");
+    }
+    // What failed took its space with it: a smaller image still fits.
+    h.ok(&["pull", "-q", &small]);
+    assert_eq!(h.image_ids().len(), 1);
+    drop(disk);
+    assert_no_mounts_under(h.dir.path());
+}
+
+#[test]
+fn pull_progress_is_plain_lines_off_a_terminal_and_bars_on_one() {
+    let reg = Registry::start();
+    let name = push(&reg, layered_image(), "progress:1");
+    let h = Hako::new();
+    let plain = h.ok(&["pull", &name]);
+    assert!(plain.contains(": Pulling from progress"), "{plain}");
+    assert_eq!(plain.matches(": Pull complete").count(), 5, "{plain}");
+    assert!(!plain.contains('\x1b'), "escape codes off a terminal: {plain:?}");
+
+    // On a terminal (script(1) gives the command a pty).
+    let tty = Hako::new();
+    let cmd = format!(
+        "{} --root {} --runroot {} pull {name}",
+        env!("CARGO_BIN_EXE_hako"),
+        tty.root().display(),
+        tty.dir.path().join("run").display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("HAKO_AUTH_FILE", tty.auth_file())
+        .env("HAKO_CONFIG", tty.config_file())
+        .output()
+        .unwrap();
+    let text = ok(&out, &["pull (on a pty)"]);
+    assert!(text.contains("Pull complete"), "{text:?}");
+    assert!(text.contains("Status: Downloaded newer image"), "{text:?}");
+    assert!(text.contains('\x1b'), "no terminal drawing: {text:?}");
+}
