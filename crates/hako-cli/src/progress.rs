@@ -15,6 +15,7 @@ struct Layer {
     short: String,
     bar: Option<ProgressBar>,
     last: Option<&'static str>,
+    downloaded: bool,
 }
 
 impl PullDisplay {
@@ -37,6 +38,30 @@ impl PullDisplay {
                     b.abandon();
                 }
             }
+        }
+    }
+
+    /// A bar with `status` on a terminal; one line when the status
+    /// changes otherwise.
+    fn progress(&self, l: &mut Layer, status: &'static str, done: u64, total: u64) {
+        let changed = l.last != Some(status);
+        l.last = Some(status);
+        match &l.bar {
+            Some(b) => {
+                if changed {
+                    b.set_style(
+                        ProgressStyle::with_template(&format!(
+                            "{{prefix}}: {status} [{{bar:50}}] {{bytes}}/{{total_bytes}}"
+                        ))
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                    );
+                }
+                b.set_length(total);
+                b.set_position(done);
+            }
+            None if changed => println!("{}: {status}", l.short),
+            None => {}
         }
     }
 
@@ -87,6 +112,7 @@ impl Progress for PullDisplay {
                         short,
                         bar,
                         last: Some("Pulling fs layer"),
+                        downloaded: false,
                     });
                 }
             }
@@ -98,28 +124,21 @@ impl Progress for PullDisplay {
                     LayerState::AlreadyExists => self.line(l, "Already exists"),
                     LayerState::Waiting => self.line(l, "Waiting"),
                     LayerState::Complete => self.line(l, "Pull complete"),
-                    LayerState::Downloading { done, total } => match &l.bar {
-                        Some(b) => {
-                            if l.last != Some("Downloading") {
-                                l.last = Some("Downloading");
-                                b.set_style(
-                                    ProgressStyle::with_template(
-                                        "{prefix}: Downloading [{bar:50}] {bytes}/{total_bytes}",
-                                    )
-                                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                                    .progress_chars("=> "),
-                                );
-                            }
-                            b.set_length(total);
-                            b.set_position(done);
-                        }
-                        None => {
-                            if l.last != Some("Downloading") {
-                                l.last = Some("Downloading");
-                                println!("{}: Downloading", l.short);
+                    LayerState::Downloading { done, total } => {
+                        self.progress(l, "Downloading", done, total);
+                        if done == total && !l.downloaded {
+                            l.downloaded = true;
+                            if l.bar.is_none() {
+                                println!("{}: Download complete", l.short);
                             }
                         }
-                    },
+                    }
+                    // Extraction runs just behind the download; it gets the
+                    // layer's line once the download is done, as in Docker.
+                    LayerState::Extracting { done, total } if l.downloaded => {
+                        self.progress(l, "Extracting", done, total);
+                    }
+                    LayerState::Extracting { .. } => {}
                 }
             }
         }

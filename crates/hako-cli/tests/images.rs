@@ -1029,6 +1029,7 @@ fn pull_progress_is_plain_lines_off_a_terminal_and_bars_on_one() {
     let plain = h.ok(&["pull", &name]);
     assert!(plain.contains(": Pulling from progress"), "{plain}");
     assert_eq!(plain.matches(": Pull complete").count(), 5, "{plain}");
+    assert_eq!(plain.matches(": Download complete").count(), 5, "{plain}");
     assert!(!plain.contains('\x1b'), "escape codes off a terminal: {plain:?}");
 
     // On a terminal (script(1) gives the command a pty).

@@ -35,8 +35,14 @@ pub enum PullEvent {
 pub enum LayerState {
     AlreadyExists,
     Waiting,
-    /// Compressed bytes fetched (and unpacked as they arrive) so far.
+    /// Compressed bytes fetched so far.
     Downloading {
+        done: u64,
+        total: u64,
+    },
+    /// Compressed bytes decompressed and unpacked so far (this runs a
+    /// little behind the download, not after it).
+    Extracting {
         done: u64,
         total: u64,
     },
@@ -423,13 +429,14 @@ impl<R: Read> Read for Tee<'_, R> {
     }
 }
 
-/// Reports download progress every 256 KiB.
+/// Reports download (or extraction) progress every 256 KiB.
 struct Counted<'a, R> {
     inner: R,
     done: u64,
     reported: u64,
     total: u64,
     index: usize,
+    extracting: bool,
     progress: &'a dyn Progress,
 }
 
@@ -439,11 +446,13 @@ impl<R: Read> Read for Counted<'_, R> {
         self.done += n as u64;
         if self.done - self.reported >= 256 << 10 || (n == 0 && self.done != self.reported) {
             self.reported = self.done;
+            let (done, total) = (self.done, self.total);
             self.progress.event(PullEvent::Layer {
                 index: self.index,
-                state: LayerState::Downloading {
-                    done: self.done,
-                    total: self.total,
+                state: if self.extracting {
+                    LayerState::Extracting { done, total }
+                } else {
+                    LayerState::Downloading { done, total }
                 },
             });
         }
@@ -604,6 +613,7 @@ fn fetch_layer(
             reported: 0,
             total: desc.size,
             index,
+            extracting: false,
             progress,
         };
         let compressed = DigestReader::new(counted);
@@ -616,7 +626,16 @@ fn fetch_layer(
             let download = s.spawn(move || pump(compressed, &tx));
             let (tx, rx2) = std::sync::mpsc::sync_channel(READ_AHEAD_CHUNKS);
             let decompress = s.spawn(move || -> io::Result<()> {
-                let mut buffered = BufReader::with_capacity(256 << 10, ReadAhead::new(rx));
+                let consumed = Counted {
+                    inner: ReadAhead::new(rx),
+                    done: 0,
+                    reported: 0,
+                    total: desc.size,
+                    index,
+                    extracting: true,
+                    progress,
+                };
+                let mut buffered = BufReader::with_capacity(256 << 10, consumed);
                 let kind = manifest::Compression::sniff(buffered.fill_buf()?);
                 pump(unpack::decompressor(buffered, kind)?, &tx).map(drop)
             });
