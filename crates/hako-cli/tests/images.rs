@@ -1030,7 +1030,10 @@ fn pull_progress_is_plain_lines_off_a_terminal_and_bars_on_one() {
     assert!(plain.contains(": Pulling from progress"), "{plain}");
     assert_eq!(plain.matches(": Pull complete").count(), 5, "{plain}");
     assert_eq!(plain.matches(": Download complete").count(), 5, "{plain}");
-    assert!(!plain.contains('\x1b'), "escape codes off a terminal: {plain:?}");
+    assert!(
+        !plain.contains('\x1b'),
+        "escape codes off a terminal: {plain:?}"
+    );
 
     // On a terminal (script(1) gives the command a pty).
     let tty = Hako::new();
@@ -1050,4 +1053,39 @@ fn pull_progress_is_plain_lines_off_a_terminal_and_bars_on_one() {
     assert!(text.contains("Pull complete"), "{text:?}");
     assert!(text.contains("Status: Downloaded newer image"), "{text:?}");
     assert!(text.contains('\x1b'), "no terminal drawing: {text:?}");
+}
+
+#[test]
+fn dangling_images_prune_and_forced_removal() {
+    let h = Hako::new();
+    let dir = h.dir.path();
+    let first = dir.join("first.tar");
+    std::fs::write(&first, TarBuilder::new().file("v", b"1\n").build()).unwrap();
+    let second = dir.join("second.tar");
+    std::fs::write(&second, TarBuilder::new().file("v", b"2\n").build()).unwrap();
+    h.ok(&["import", first.to_str().unwrap(), "app:1"]);
+    // The tag moves to a new image: the old one dangles.
+    h.ok(&["import", second.to_str().unwrap(), "app:1"]);
+    let listed = h.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    let mut names: Vec<&str> = listed.lines().collect();
+    names.sort_unstable();
+    assert_eq!(names, ["<none>:<none>", "app:1"], "{listed}");
+    let out = h.ok(&["image", "prune", "-f"]);
+    assert!(out.contains("Deleted"), "{out}");
+    let listed = h.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert_eq!(listed.trim(), "app:1");
+
+    // An image with two tags: rmi of its id needs -f, which removes both.
+    h.ok(&["tag", "app:1", "app:2"]);
+    let id = h.image_ids().pop().unwrap();
+    let err = h.fails(&["rmi", &id[7..19]]);
+    assert!(err.contains("-f") || err.contains("force"), "{err}");
+    let out = h.ok(&["rmi", "-f", &id[7..19]]);
+    assert!(
+        out.contains("Untagged: app:1") && out.contains("Untagged: app:2"),
+        "{out}"
+    );
+    assert!(out.contains("Deleted"), "{out}");
+    assert!(h.image_ids().is_empty());
+    h.assert_consistent();
 }
