@@ -420,7 +420,7 @@ pub fn rmi(ctx: &Ctx, a: RmiArgs) -> Result<i32> {
         match rmi_one(&store, name, a.force) {
             Ok(deleted) => deleted_any |= deleted,
             Err(e) => {
-                eprintln!("Error: {e:#}");
+                eprintln!("Error: {}", crate::error_text(&e));
                 code = 1;
             }
         }
