@@ -688,22 +688,39 @@ pub fn debian_minbase_tar() -> PathBuf {
         return tar;
     }
     let mirror = apt_mirror();
-    let root = tempfile::Builder::new()
-        .prefix("hako-debootstrap-")
-        .tempdir_in(&cache)
-        .unwrap();
-    let out = Command::new("debootstrap")
-        .args(["--variant=minbase", "bookworm"])
-        .arg(root.path())
-        .arg(&mirror)
-        .output()
-        .unwrap_or_else(|e| panic!("debootstrap: {e}: apt-get install debootstrap"));
-    assert!(
-        out.status.success(),
-        "debootstrap --variant=minbase bookworm {mirror}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // The mirror is the one thing here that is not on this machine: a
+    // failed download gets two more tries.
+    let mut failures = Vec::new();
+    let root = loop {
+        let root = tempfile::Builder::new()
+            .prefix("hako-debootstrap-")
+            .tempdir_in(&cache)
+            .unwrap();
+        let out = Command::new("debootstrap")
+            .args(["--variant=minbase", "bookworm"])
+            .arg(root.path())
+            .arg(&mirror)
+            .output()
+            .unwrap_or_else(|e| panic!("debootstrap: {e}: apt-get install debootstrap"));
+        if out.status.success() {
+            break root;
+        }
+        // debootstrap mounts /proc and /sys in its target; a failed run
+        // can leave them there.
+        unmount_under(root.path());
+        failures.push(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+        assert!(
+            failures.len() < 3,
+            "debootstrap --variant=minbase bookworm {mirror} failed 3 times: {}",
+            failures.join("\n---\n")
+        );
+        std::thread::sleep(std::time::Duration::from_secs(5));
+    };
+    unmount_under(root.path());
     let part = cache.join("debian-minbase.tar.part");
     let st = Command::new("tar")
         .args(["--numeric-owner", "--xattrs", "-C"])
@@ -716,6 +733,21 @@ pub fn debian_minbase_tar() -> PathBuf {
     assert!(st.success(), "tar of the debootstrap root");
     std::fs::rename(&part, &tar).unwrap();
     tar
+}
+
+/// Unmounts whatever is mounted below `dir`, deepest first.
+fn unmount_under(dir: &Path) {
+    let prefix = format!("{}/", dir.display());
+    let mut points: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|p| p.starts_with(&prefix))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH);
+    }
 }
 
 /// The machine's apt mirror for Debian bookworm: the sources entry whose
