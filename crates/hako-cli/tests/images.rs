@@ -406,21 +406,42 @@ fn concurrent_pulls_of_one_image_share_the_store() {
     let config = img.config_digest.clone();
     let blobs: Vec<String> = img.layer_digests.clone();
     let name = push(&reg, img, "shared:1");
+    // busybox alone shares the bottom layer.
+    let base_config = busybox_image().config_digest;
+    let base = push(&reg, busybox_image(), "base:1");
     let h = Hako::new();
-    let children: Vec<_> = (0..4)
-        .map(|_| {
+    let names: Vec<&String> = [&name, &name, &base, &name, &base, &name].to_vec();
+    let mut children: Vec<_> = names
+        .iter()
+        .map(|n| {
             h.cmd()
-                .args(["pull", "-q", &name])
-                .stdout(std::process::Stdio::piped())
+                .args(["pull", "-q", n])
+                .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
                 .unwrap()
         })
         .collect();
+    // A deadlock between the pulls fails the test instead of hanging it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while children.iter_mut().any(|c| c.try_wait().unwrap().is_none()) {
+        if std::time::Instant::now() > deadline {
+            for c in &mut children {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            panic!("concurrent pulls still running after 120 s: a deadlock");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     for c in children {
         let out = c.wait_with_output().unwrap();
-        ok(&out, &["pull", "-q", &name]);
+        ok(&out, &["pull", "-q", "(concurrent)"]);
     }
+    let mut both = vec![config.clone(), base_config];
+    both.sort();
+    assert_eq!(h.image_ids(), both);
+    h.ok(&["rmi", &base]);
     assert_eq!(h.image_ids(), [config]);
     let layers: Vec<_> = h
         .entries("layers")

@@ -319,6 +319,18 @@ pub(crate) fn fetch_layers(
     progress: &dyn Progress,
 ) -> Result<()> {
     let chain_ids = manifest::chain_ids(diff_ids);
+    // Every layer's lock, taken up front in one global order and held
+    // until the layers have their names: two pulls of images that share
+    // layers then wait for each other instead of each holding what the
+    // other needs. (A lock taken by each thread as it goes, in the image's
+    // order, deadlocked.)
+    let mut sorted: Vec<&Digest> = chain_ids.iter().collect();
+    sorted.sort();
+    sorted.dedup();
+    let _locks = sorted
+        .into_iter()
+        .map(|c| store.lock_layer(c))
+        .collect::<Result<Vec<LockGuard>>>()?;
     let next = Mutex::new(0usize);
     let results: Mutex<Vec<Option<Result<Fetched>>>> =
         Mutex::new((0..layers.len()).map(|_| None).collect());
@@ -399,11 +411,10 @@ pub(crate) fn fetch_layers(
 }
 
 /// A layer done by one thread: the staging dir to rename into place (or
-/// none if it was already there), with the layer lock held until then.
+/// none if it was already there).
 struct Fetched {
     chain_id: Digest,
     staging: Option<PathBuf>,
-    _lock: LockGuard,
 }
 
 /// Appends what goes through it to the partial download; remembers
@@ -539,7 +550,7 @@ fn fetch_layer(
     index: usize,
     progress: &dyn Progress,
 ) -> Result<Fetched> {
-    let lock = store.lock_layer(chain_id)?;
+    // The caller holds the layer's lock.
     let have_layer = store.layer_dir(chain_id).exists();
     if have_layer && store.has_blob(&desc.digest) {
         progress.event(PullEvent::Layer {
@@ -549,7 +560,6 @@ fn fetch_layer(
         return Ok(Fetched {
             chain_id: chain_id.clone(),
             staging: None,
-            _lock: lock,
         });
     }
     let _blob_lock = store.lock_blob(&desc.digest)?;
@@ -708,7 +718,6 @@ fn fetch_layer(
             Ok(Fetched {
                 chain_id: chain_id.clone(),
                 staging,
-                _lock: lock,
             })
         }
         Err(e) => {
