@@ -738,15 +738,7 @@ pub struct LoginArgs {
 /// The registry a login names: `https://host/` and Docker Hub's index URL
 /// come down to the host.
 fn registry_host(server: Option<&str>) -> String {
-    let s = server.unwrap_or("docker.io");
-    let s = s
-        .trim_start_matches("https://")
-        .trim_start_matches("http://");
-    let host = s.split('/').next().unwrap_or(s);
-    match host {
-        "index.docker.io" | "registry-1.docker.io" => "docker.io".into(),
-        h => h.to_string(),
-    }
+    hako_image::auth::normalize_registry(server.unwrap_or("docker.io"))
 }
 
 fn prompt(question: &str, echo: bool) -> Result<String> {

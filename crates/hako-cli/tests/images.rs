@@ -82,6 +82,11 @@ fn pull_by_tag_and_digest_then_list_and_inspect() {
         );
     });
 
+    // Unpacked layers (setuid files, devices) are for root alone.
+    for d in ["layers", "snapshots"] {
+        let mode = std::fs::metadata(h.root().join(d)).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{d}");
+    }
     let short = &config_digest["sha256:".len().."sha256:".len() + 12];
     assert_eq!(h.ok(&["images", "-q"]).trim(), short);
     let table = h.ok(&["images", "--digests"]);
@@ -727,36 +732,26 @@ impl Podman {
         }
     }
 
-    fn run(&self, args: &[&str]) -> String {
+    /// podman on this store.
+    fn cmd(&self) -> std::process::Command {
         let d = self.dir.path();
-        let out = std::process::Command::new("podman")
-            .arg("--root")
+        let mut c = std::process::Command::new("podman");
+        c.arg("--root")
             .arg(d.join("r"))
             .arg("--runroot")
             .arg(d.join("rr"))
-            .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"])
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("podman: {e}: apt-get install podman"));
-        assert!(
-            out.status.success(),
-            "podman {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+            .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"]);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        stdout_of(self.cmd().args(args))
     }
 }
 
 impl Drop for Podman {
     fn drop(&mut self) {
-        let d = self.dir.path();
-        let _ = std::process::Command::new("podman")
-            .arg("--root")
-            .arg(d.join("r"))
-            .arg("--runroot")
-            .arg(d.join("rr"))
-            .args(["--storage-driver", "vfs", "system", "reset", "-f"])
-            .output();
+        let _ = self.cmd().args(["system", "reset", "-f"]).output();
     }
 }
 

@@ -26,6 +26,14 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+impl Credentials {
+    /// `user:password` in base64, as HTTP basic auth and Docker's
+    /// `config.json` carry them.
+    pub fn basic(&self) -> String {
+        B64.encode(format!("{}:{}", self.username, self.password))
+    }
+}
+
 /// Where credentials are looked up and stored.
 #[derive(Clone, Debug, Default)]
 pub struct AuthStore {
@@ -195,11 +203,7 @@ fn from_helper(
         path: path.to_path_buf(),
         detail,
     };
-    let server = if normalize_registry(registry) == "docker.io" {
-        "https://index.docker.io/v1/".to_string()
-    } else {
-        normalize_registry(registry)
-    };
+    let server = file_key(registry);
     let child = Command::new(format!("docker-credential-{helper}"))
         .arg("get")
         .stdin(Stdio::piped())
@@ -211,25 +215,29 @@ fn from_helper(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(fail(e.to_string())),
     };
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(server.as_bytes())
-            .map_err(|e| fail(format!("write its input: {e}")))?;
-    }
+    // A helper may answer (and exit) before reading its input: a failed
+    // write is not the error; what it says is. It is reaped either way.
+    let written = child
+        .stdin
+        .take()
+        .map(|mut stdin| stdin.write_all(server.as_bytes()));
     let out = child
         .wait_with_output()
         .map_err(|e| fail(format!("wait for it: {e}")))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
-        let msg = format!(
-            "{}{}",
-            stdout.trim(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        let msg = [stdout.trim(), String::from_utf8_lossy(&out.stderr).trim()]
+            .into_iter()
+            .filter(|m| !m.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
         if msg.to_ascii_lowercase().contains("not found") {
             return Ok(None);
         }
         return Err(fail(format!("{}: {msg}", out.status)));
+    }
+    if let Some(Err(e)) = written {
+        return Err(fail(format!("write its input: {e}")));
     }
     let v: Value =
         serde_json::from_str(&stdout).map_err(|e| fail(format!("its answer is not JSON: {e}")))?;
@@ -321,7 +329,7 @@ impl AuthStore {
         let want = normalize_registry(registry);
         let auths = auths_mut(path, &mut doc)?;
         auths.retain(|k, _| normalize_registry(k) != want);
-        let encoded = B64.encode(format!("{}:{}", creds.username, creds.password));
+        let encoded = creds.basic();
         auths.insert(file_key(registry), json!({ "auth": encoded }));
         write_atomically(path, &doc)
     }

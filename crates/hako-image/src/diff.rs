@@ -312,7 +312,7 @@ impl<W: Write> Out<W> {
         mtime: i64,
         path: &Path,
     ) -> Result<(), UnpackError> {
-        let mut wh = b".wh.".to_vec();
+        let mut wh = crate::unpack::WHITEOUT_PREFIX.to_vec();
         wh.extend_from_slice(name);
         self.marker(rel, &wh, mtime, path)
     }
@@ -328,7 +328,7 @@ impl<W: Write> Out<W> {
             self.node(&r, &path, &md)?;
             if md.is_dir() {
                 if is_opaque(&path) {
-                    self.marker(&r, b".wh..wh..opq", md.mtime(), &path)?;
+                    self.marker(&r, crate::unpack::OPAQUE_MARKER, md.mtime(), &path)?;
                 }
                 self.upper(&path, &r)?;
             }

@@ -23,12 +23,16 @@ pub const DOCKER_FOREIGN_LAYER: &str = "application/vnd.docker.image.rootfs.fore
 pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
 pub const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
 
-/// What a registry is asked for when a manifest is fetched.
+/// What a registry is asked for when a manifest is fetched, best first.
+/// Schema 1 is asked for only so that it can be refused by name instead
+/// of ending in a 404.
 pub const MANIFEST_ACCEPT: &[&str] = &[
     OCI_INDEX,
     OCI_MANIFEST,
     DOCKER_MANIFEST_LIST,
     DOCKER_MANIFEST,
+    DOCKER_SCHEMA1_SIGNED,
+    DOCKER_SCHEMA1,
 ];
 
 /// How a layer blob is compressed.

@@ -471,51 +471,66 @@ impl<R: Read> Read for Counted<'_, R> {
     }
 }
 
-/// Chunks the download runs ahead of the unpack (256 KiB each).
+/// Chunks a pipeline stage runs ahead of the next (256 KiB each).
 const READ_AHEAD_CHUNKS: usize = 16;
+const CHUNK: u64 = 256 << 10;
 
-/// Reads `source` to its end in 256 KiB chunks into `tx` and gives it
-/// back; on a read error, sends a copy on (so that the next stage stops)
-/// and returns it.
-fn pump<R: Read>(
-    mut source: R,
-    tx: &std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
-) -> io::Result<R> {
-    loop {
-        let mut chunk = vec![0u8; 256 << 10];
-        let n = match source.read(&mut chunk) {
-            Ok(0) => return Ok(source),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                let _ = tx.send(Err(io::Error::new(e.kind(), e.to_string())));
-                return Err(e);
-            }
-        };
-        chunk.truncate(n);
-        if tx.send(Ok(chunk)).is_err() {
-            // The next stage stopped (it failed); its error is the one
-            // to report.
-            return Ok(source);
-        }
-    }
-}
-
-/// The next stage's side of [`pump`].
-struct ReadAhead {
-    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
-    chunk: Vec<u8>,
-    pos: usize,
-}
-
-impl ReadAhead {
-    fn new(rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>) -> ReadAhead {
+/// One link of a layer's pipeline: chunks go forward, emptied buffers
+/// come back for reuse (no allocation or zeroing per chunk).
+fn link() -> (Pump, ReadAhead) {
+    let (tx, rx) = std::sync::mpsc::sync_channel(READ_AHEAD_CHUNKS);
+    let (back_tx, back_rx) = std::sync::mpsc::sync_channel(READ_AHEAD_CHUNKS + 1);
+    (
+        Pump { tx, back: back_rx },
         ReadAhead {
             rx,
+            back: back_tx,
             chunk: Vec::new(),
             pos: 0,
+        },
+    )
+}
+
+/// The sending side of a [`link`].
+struct Pump {
+    tx: std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
+    back: std::sync::mpsc::Receiver<Vec<u8>>,
+}
+
+impl Pump {
+    /// Reads `source` to its end into the link and gives it back; on a
+    /// read error, sends a copy on (so that the next stage stops) and
+    /// returns it.
+    fn run<R: Read>(self, mut source: R) -> io::Result<R> {
+        loop {
+            let mut chunk = self
+                .back
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(256 << 10));
+            chunk.clear();
+            match source.by_ref().take(CHUNK).read_to_end(&mut chunk) {
+                Ok(0) => return Ok(source),
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = self.tx.send(Err(io::Error::new(e.kind(), e.to_string())));
+                    return Err(e);
+                }
+            }
+            if self.tx.send(Ok(chunk)).is_err() {
+                // The next stage stopped (it failed); its error is the one
+                // to report.
+                return Ok(source);
+            }
         }
     }
+}
+
+/// The receiving side of a [`link`].
+struct ReadAhead {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    back: std::sync::mpsc::SyncSender<Vec<u8>>,
+    chunk: Vec<u8>,
+    pos: usize,
 }
 
 impl Read for ReadAhead {
@@ -523,7 +538,8 @@ impl Read for ReadAhead {
         while self.pos == self.chunk.len() {
             match self.rx.recv() {
                 Ok(Ok(chunk)) => {
-                    self.chunk = chunk;
+                    let done = std::mem::replace(&mut self.chunk, chunk);
+                    let _ = self.back.try_send(done);
                     self.pos = 0;
                 }
                 Ok(Err(e)) => return Err(e),
@@ -632,12 +648,12 @@ fn fetch_layer(
         // the stages then run side by side (decompression is the slowest,
         // so it does nothing else).
         let (unpacked, fetched, decoded) = std::thread::scope(|s| {
-            let (tx, rx) = std::sync::mpsc::sync_channel(READ_AHEAD_CHUNKS);
-            let download = s.spawn(move || pump(compressed, &tx));
-            let (tx, rx2) = std::sync::mpsc::sync_channel(READ_AHEAD_CHUNKS);
+            let (to_decompress, downloaded) = link();
+            let download = s.spawn(move || to_decompress.run(compressed));
+            let (to_unpack, decompressed) = link();
             let decompress = s.spawn(move || -> io::Result<()> {
                 let consumed = Counted {
-                    inner: ReadAhead::new(rx),
+                    inner: downloaded,
                     done: 0,
                     reported: 0,
                     total: desc.size,
@@ -647,9 +663,11 @@ fn fetch_layer(
                 };
                 let mut buffered = BufReader::with_capacity(256 << 10, consumed);
                 let kind = manifest::Compression::sniff(buffered.fill_buf()?);
-                pump(unpack::decompressor(buffered, kind)?, &tx).map(drop)
+                to_unpack
+                    .run(unpack::decompressor(buffered, kind)?)
+                    .map(drop)
             });
-            let mut diff_reader = DigestReader::new(ReadAhead::new(rx2));
+            let mut diff_reader = DigestReader::new(decompressed);
             // The unpack reads its stream to the end, so the digest covers
             // all of it.
             let unpacked = unpack::unpack(&mut diff_reader, &diff)

@@ -70,7 +70,7 @@ pub fn push(
                 image.id.short()
             )));
         }
-        if client.blob_exists(target, digest)?.is_some() {
+        if client.blob_in_registry(target, digest)?.is_some() {
             progress(PushEvent::Exists {
                 digest: digest.clone(),
             });

@@ -8,24 +8,12 @@
 use crate::Digest;
 use crate::auth::{AuthStore, Credentials};
 use crate::reference::Reference;
-use base64::Engine as _;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use ureq::http::{self, HeaderMap, Method, Response};
-
-/// The manifest types asked for, best first. Schema 1 is asked for only so
-/// that the caller can refuse it by name instead of getting a 404.
-pub const MANIFEST_ACCEPT: &[&str] = &[
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.docker.distribution.manifest.v1+prettyjws",
-    "application/vnd.docker.distribution.manifest.v1+json",
-];
 
 /// How many times a request is tried on connection errors and on 429,
 /// 502, 503 and 504; and the first wait between tries (then doubled).
@@ -643,6 +631,9 @@ impl Client {
     fn send(&self, t: &Target, req: &Req) -> Result<Response<ureq::Body>, RegistryError> {
         let mut authz = self.cached_authz(t);
         let mut resp = self.send_retrying(t, req, authz.as_ref())?;
+        // Looked up on the first 401 only, and then once: it reads files
+        // and may run a credential helper.
+        let mut known: Option<Option<Credentials>> = None;
         for _ in 0..2 {
             if resp.status().as_u16() != 401 {
                 return Ok(resp);
@@ -652,7 +643,10 @@ impl Client {
                 .to_string();
             let body = small_body(&mut resp);
             let (scheme, params) = parse_challenge(&challenge);
-            let creds = self.credentials(t)?;
+            let creds = match &known {
+                Some(c) => c.clone(),
+                None => known.insert(self.credentials(t)?).clone(),
+            };
             let unauthorized = |detail: String| RegistryError::Unauthorized {
                 registry: t.registry.clone(),
                 host: t.host.clone(),
@@ -687,10 +681,7 @@ impl Client {
                             error_detail(&body)
                         )));
                     };
-                    let a = Authz::Basic(
-                        base64::engine::general_purpose::STANDARD
-                            .encode(format!("{}:{}", c.username, c.password)),
-                    );
+                    let a = Authz::Basic(c.basic());
                     if matches!(authz, Some(Authz::Basic(_))) {
                         // The same credentials were refused already.
                         return Err(unauthorized(format!(
@@ -713,7 +704,10 @@ impl Client {
         }
         if resp.status().as_u16() == 401 {
             let detail = error_detail(&small_body(&mut resp));
-            let had_creds = self.credentials(t)?.is_some();
+            let had_creds = match known {
+                Some(c) => c.is_some(),
+                None => self.credentials(t)?.is_some(),
+            };
             return Err(RegistryError::Unauthorized {
                 registry: t.registry.clone(),
                 host: t.host.clone(),
@@ -767,14 +761,7 @@ impl Client {
         };
         let mut headers = Vec::new();
         if let Some(c) = creds {
-            headers.push((
-                "Authorization",
-                format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD
-                        .encode(format!("{}:{}", c.username, c.password))
-                ),
-            ));
+            headers.push(("Authorization", format!("Basic {}", c.basic())));
         }
         let req = Req {
             method: Method::GET,
@@ -913,7 +900,7 @@ impl Client {
             let req = Req {
                 method: Method::GET,
                 url: format!("{}/manifests/{reference}", r.repository),
-                headers: vec![("Accept", MANIFEST_ACCEPT.join(", "))],
+                headers: vec![("Accept", crate::manifest::MANIFEST_ACCEPT.join(", "))],
                 what: what.clone(),
                 body: &no_body,
             };
@@ -945,20 +932,19 @@ impl Client {
                 }
             })?;
             let actual = Digest::of(&body);
-            let digest = match &pinned {
-                Some(expected) => {
-                    if *expected != actual {
-                        return Err(RegistryError::DigestMismatch {
-                            host: t.host.clone(),
-                            what,
-                            expected: expected.clone(),
-                            actual,
-                        });
-                    }
-                    actual
-                }
-                None => header_digest.unwrap_or(actual),
-            };
+            // The body is the truth: a digest asked for, or the one the
+            // registry names, must match it.
+            if let Some(expected) = pinned.clone().or(header_digest)
+                && expected != actual
+            {
+                return Err(RegistryError::DigestMismatch {
+                    host: t.host.clone(),
+                    what,
+                    expected,
+                    actual,
+                });
+            }
+            let digest = actual;
             let media_type = if content_type.is_empty()
                 || content_type == "application/json"
                 || content_type == "text/plain"
@@ -1100,44 +1086,61 @@ impl Client {
         })
     }
 
-    /// The blob's size if the repository has it.
+    /// The blob's size if the repository has it, as a pull sees it
+    /// (mirrors first).
     pub fn blob_exists(
         &self,
         r: &Reference,
         digest: &Digest,
     ) -> Result<Option<u64>, RegistryError> {
-        let hosts = self.pull_hosts(r);
         let scope = format!("repository:{}:pull", r.repository);
         let mut last = None;
-        for host in &hosts {
-            let t = self.target(host, r, scope.clone());
-            let what = format!("check for blob {digest} in {}", r.repository);
-            let req = Req {
-                method: Method::HEAD,
-                url: format!("{}/blobs/{digest}", r.repository),
-                headers: Vec::new(),
-                what: what.clone(),
-                body: &no_body,
-            };
-            let result = self
-                .send(&t, &req)
-                .and_then(|mut resp| match resp.status().as_u16() {
-                    200 => Ok(Some(
-                        header(resp.headers(), "content-length")
-                            .and_then(|l| l.parse::<u64>().ok())
-                            .unwrap_or(0),
-                    )),
-                    404 => Ok(None),
-                    _ => Err(Self::status_error(&t, &what, &mut resp)),
-                });
-            match result {
+        for host in &self.pull_hosts(r) {
+            match self.head_blob(&self.target(host, r, scope.clone()), r, digest) {
                 // A mirror without it says nothing of the registry.
-                Ok(None) if host != r.api_host() => last = Some(Ok(None)),
+                Ok(None) if *host != r.api_host() => last = Some(Ok(None)),
                 Ok(v) => return Ok(v),
                 Err(e) => last = Some(Err(e)),
             }
         }
         last.unwrap_or(Ok(None))
+    }
+
+    /// The blob's size if the registry itself has it in the repository:
+    /// what a push may skip (mirrors, which serve pulls only, are not
+    /// asked; the push's own token is used).
+    pub fn blob_in_registry(
+        &self,
+        r: &Reference,
+        digest: &Digest,
+    ) -> Result<Option<u64>, RegistryError> {
+        self.head_blob(&self.push_target(r, None), r, digest)
+    }
+
+    fn head_blob(
+        &self,
+        t: &Target,
+        r: &Reference,
+        digest: &Digest,
+    ) -> Result<Option<u64>, RegistryError> {
+        let what = format!("check for blob {digest} in {}", r.repository);
+        let req = Req {
+            method: Method::HEAD,
+            url: format!("{}/blobs/{digest}", r.repository),
+            headers: Vec::new(),
+            what: what.clone(),
+            body: &no_body,
+        };
+        let mut resp = self.send(t, &req)?;
+        match resp.status().as_u16() {
+            200 => Ok(Some(
+                header(resp.headers(), "content-length")
+                    .and_then(|l| l.parse::<u64>().ok())
+                    .unwrap_or(0),
+            )),
+            404 => Ok(None),
+            _ => Err(Self::status_error(t, &what, &mut resp)),
+        }
     }
 
     fn push_target<'a>(&self, r: &'a Reference, extra_scope: Option<&str>) -> Target<'a> {
@@ -1204,19 +1207,25 @@ impl Client {
             202 => {
                 // An upload was started instead: cancel it, quietly.
                 if let Ok(loc) = self.location(&t, &what, &resp) {
-                    let cancel = Req {
-                        method: Method::DELETE,
-                        url: loc,
-                        headers: Vec::new(),
-                        what: "cancel the upload".to_string(),
-                        body: &no_body,
-                    };
-                    let _ = self.send_once(&t, &cancel, self.cached_authz(&t).as_ref());
+                    self.cancel_upload(&t, loc);
                 }
                 Ok(false)
             }
             _ => Err(Self::status_error(&t, &what, &mut resp)),
         }
+    }
+
+    /// Ends an upload session that will not be finished, quietly (the
+    /// registry would otherwise keep it until its own purge).
+    fn cancel_upload(&self, t: &Target, location: String) {
+        let cancel = Req {
+            method: Method::DELETE,
+            url: location,
+            headers: Vec::new(),
+            what: "cancel the upload".to_string(),
+            body: &no_body,
+        };
+        let _ = self.send_once(t, &cancel, self.cached_authz(t).as_ref());
     }
 
     /// Uploads a blob: monolithic (`chunk_size` None) or in PATCH chunks.
@@ -1267,6 +1276,29 @@ impl Client {
             return Err(Self::status_error(t, &what, &mut resp));
         }
         let mut location = self.location(t, &what, &resp)?;
+        let result = self.upload(t, &what, &mut location, digest, size, open, chunk_size);
+        if result.is_err() {
+            // The session this upload opened goes with it (at its latest
+            // location, which the registry may have moved).
+            self.cancel_upload(t, location);
+        }
+        result
+    }
+
+    /// The body of an upload whose session is at `location` (kept up to
+    /// date as the registry moves it).
+    #[allow(clippy::too_many_arguments)]
+    fn upload(
+        &self,
+        t: &Target,
+        what: &str,
+        location: &mut String,
+        digest: &Digest,
+        size: u64,
+        open: &dyn Fn() -> io::Result<Box<dyn Read + Send>>,
+        chunk_size: Option<u64>,
+    ) -> Result<(), RegistryError> {
+        let what = what.to_string();
         let with_digest = |loc: &str| {
             let sep = if loc.contains('?') { '&' } else { '?' };
             format!("{loc}{sep}digest={}", enc(&digest.to_string()))
@@ -1281,7 +1313,7 @@ impl Client {
                 let body = || -> io::Result<Payload> { Ok(Payload::Reader(open()?, size)) };
                 let req = Req {
                     method: Method::PUT,
-                    url: with_digest(&location),
+                    url: with_digest(location),
                     headers: vec![("Content-Type", "application/octet-stream".to_string())],
                     what: what.clone(),
                     body: &body,
@@ -1317,7 +1349,7 @@ impl Client {
                     if resp.status().as_u16() != 202 {
                         return Err(Self::status_error(t, &req.what, &mut resp));
                     }
-                    location = self.location(t, &what, &resp)?;
+                    *location = self.location(t, &what, &resp)?;
                     sent += n as u64;
                 }
                 if sent != size {
@@ -1329,7 +1361,7 @@ impl Client {
                 }
                 let req = Req {
                     method: Method::PUT,
-                    url: with_digest(&location),
+                    url: with_digest(location),
                     headers: Vec::new(),
                     what: what.clone(),
                     body: &no_body,
@@ -1445,10 +1477,7 @@ impl Client {
                         Some(creds),
                     )?)
                 }
-                _ => Authz::Basic(
-                    base64::engine::general_purpose::STANDARD
-                        .encode(format!("{}:{}", creds.username, creds.password)),
-                ),
+                _ => Authz::Basic(creds.basic()),
             };
             resp = self.send_retrying(&t, &req, Some(&authz))?;
         }
@@ -1483,23 +1512,12 @@ pub struct BlobReader {
 }
 
 impl BlobReader {
-    /// The blob's size, if the registry said.
-    pub fn size(&self) -> Option<u64> {
-        self.total
-    }
-
-    fn reconnect(&mut self) -> io::Result<()> {
-        let t = Target {
-            host: self.host.clone(),
-            registry: self.reference.registry.clone(),
-            repository: &self.reference.repository,
-            scope: format!("repository:{}:pull", self.reference.repository),
-            creds: None,
-        };
-        let (body, total) = self
-            .client
-            .open_blob_at(&t, &self.reference, &self.digest, self.pos)
-            .map_err(|e| io::Error::other(e.to_string()))?;
+    fn reconnect(&mut self) -> Result<(), RegistryError> {
+        let scope = format!("repository:{}:pull", self.reference.repository);
+        let t = self.client.target(&self.host, &self.reference, scope);
+        let (body, total) =
+            self.client
+                .open_blob_at(&t, &self.reference, &self.digest, self.pos)?;
         self.body = Some(body);
         if self.total.is_none() {
             self.total = total;
@@ -1515,10 +1533,13 @@ impl Read for BlobReader {
         }
         let mut wait = FIRST_BACKOFF;
         let mut resumes = 0;
+        // Why the last reconnection failed, when it did.
+        let mut refused: Option<io::Error> = None;
         loop {
-            let result = match self.body.as_mut() {
-                Some(b) => b.read(buf),
-                None => Err(io::Error::other("not connected")),
+            let result = match (self.body.as_mut(), refused.take()) {
+                (Some(b), _) => b.read(buf),
+                (None, Some(e)) => Err(e),
+                (None, None) => Err(io::Error::other("not connected")),
             };
             let err = match result {
                 Ok(0) => match self.total {
@@ -1547,8 +1568,16 @@ impl Read for BlobReader {
             resumes += 1;
             std::thread::sleep(wait);
             wait *= 2;
-            // A failed reconnection counts as a try too.
-            let _ = self.reconnect();
+            // A failed reconnection counts as a try too, unless trying
+            // again cannot help (the blob is gone, access was refused).
+            if let Err(e) = self.reconnect() {
+                let transient = e.transient();
+                let e = io::Error::other(e.to_string());
+                if !transient {
+                    return Err(e);
+                }
+                refused = Some(e);
+            }
         }
     }
 }

@@ -61,11 +61,22 @@ fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
         .join(":");
-    let options = format!(
+    let mut options = format!(
         "lowerdir={lowerdir},upperdir={},workdir={}",
         upper.display(),
         work.display()
     );
+    // The exported diff reads the upper dir as plain whiteouts and opaque
+    // dirs: redirects and metadata-only copies (a host's defaults may turn
+    // them on) would be exported wrong. Pinned where the kernel knows them.
+    for feature in ["redirect_dir", "metacopy"] {
+        if Path::new("/sys/module/overlay/parameters")
+            .join(feature)
+            .exists()
+        {
+            options.push_str(&format!(",{feature}=off"));
+        }
+    }
     if options.len() > MAX_OPTIONS {
         return Err(Error::Invalid(format!(
             "{} layers are more than an overlay mount can name ({} bytes of options, at most {MAX_OPTIONS}); squash the image",

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -216,6 +217,14 @@ impl Store {
         ] {
             let p = root.join(d);
             fs::create_dir_all(&p).ctx(|| format!("create {}", p.display()))?;
+        }
+        // Unpacked layers keep their setuid binaries and device nodes:
+        // only root may reach them (a host user must not run an image's
+        // setuid-root file or open its devices).
+        for d in ["layers", "snapshots"] {
+            let p = root.join(d);
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o700))
+                .ctx(|| format!("restrict {} to root", p.display()))?;
         }
         Ok(Store {
             root: root.to_path_buf(),

@@ -25,15 +25,15 @@ use crate::dirfd;
 
 pub use crate::diff::{export_diff, export_diff_between};
 
-/// The xattr overlayfs reads to make a directory hide what lies below it.
 /// Files from this size on start their writeback as soon as they are
 /// written (small ones go with the final flush).
 const WRITEBACK_FROM: u64 = 256 << 10;
 
+/// The xattr overlayfs reads to make a directory hide what lies below it.
 pub const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 
-const WHITEOUT_PREFIX: &[u8] = b".wh.";
-const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
+pub(crate) const WHITEOUT_PREFIX: &[u8] = b".wh.";
+pub(crate) const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 
 /// What a layer held: entries made and bytes of file content written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -249,13 +249,6 @@ pub fn unpack(tar: impl Read, dest: &Path) -> Result<UnpackStats, UnpackError> {
         inner: BufReader::with_capacity(1 << 20, tar),
         eof: &eof,
     };
-    let read_err = |e: io::Error, eof: &Cell<bool>| {
-        if eof.get() || e.kind() == io::ErrorKind::UnexpectedEof {
-            UnpackError::Truncated
-        } else {
-            UnpackError::Read(e)
-        }
-    };
     {
         let mut archive = tar::Archive::new(&mut track);
         let entries = archive.entries().map_err(|e| read_err(e, &eof))?;
@@ -272,6 +265,15 @@ pub fn unpack(tar: impl Read, dest: &Path) -> Result<UnpackStats, UnpackError> {
     io::copy(&mut track, &mut io::sink()).map_err(|e| read_err(e, &eof))?;
     u.finish_dirs()?;
     Ok(u.stats)
+}
+
+/// A read error: the layer is truncated when its stream ended early.
+fn read_err(e: io::Error, eof: &Cell<bool>) -> UnpackError {
+    if eof.get() || e.kind() == io::ErrorKind::UnexpectedEof {
+        UnpackError::Truncated
+    } else {
+        UnpackError::Read(e)
+    }
 }
 
 fn entry_err(path: &[u8]) -> impl FnOnce(io::Error) -> UnpackError + '_ {
@@ -392,15 +394,7 @@ impl Unpacker {
                         Ok(0) => break,
                         Ok(n) => n,
                         Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(err) => {
-                            return Err(
-                                if eof.get() || err.kind() == io::ErrorKind::UnexpectedEof {
-                                    UnpackError::Truncated
-                                } else {
-                                    UnpackError::Read(err)
-                                },
-                            );
-                        }
+                        Err(err) => return Err(read_err(err, eof)),
                     };
                     file.write_all(&buf[..n]).map_err(entry_err(&raw))?;
                     written += n as u64;
@@ -505,9 +499,10 @@ impl Unpacker {
         let mtime = num("mtime", &old.mtime, h.mtime())?;
         let mut mtime = (i64::try_from(mtime).unwrap_or(i64::MAX), 0u32);
         let mut xattrs = Vec::new();
-        if let Some(exts) = e.pax_extensions().map_err(UnpackError::Read)? {
+        let bad_pax = |e: io::Error| refused(raw, format!("a malformed PAX record: {e}"));
+        if let Some(exts) = e.pax_extensions().map_err(bad_pax)? {
             for ext in exts {
-                let ext = ext.map_err(UnpackError::Read)?;
+                let ext = ext.map_err(bad_pax)?;
                 let key = ext.key_bytes();
                 if let Some(x) = key.strip_prefix(b"SCHILY.xattr.") {
                     // overlayfs's own xattrs steer the mount: never from an image.
@@ -581,8 +576,10 @@ impl Unpacker {
         }
         let cname = dirfd::cstr(rest).map_err(entry_err(raw))?;
         let pfd = self.walker.dir(parent).map_err(|w| walk_err(raw, w))?;
-        dirfd::remove_all(pfd, &cname).map_err(entry_err(raw))?;
-        dirfd::mknod(pfd, &cname, libc::S_IFCHR, 0).map_err(entry_err(raw))?;
+        make(pfd, &cname, false, || {
+            dirfd::mknod(pfd, &cname, libc::S_IFCHR, 0)
+        })
+        .map_err(entry_err(raw))?;
         self.stats.entries += 1;
         Ok(())
     }
@@ -659,6 +656,10 @@ impl Unpacker {
 
     /// Modes and mtimes of directories, now that nothing more goes in them.
     fn finish_dirs(&mut self) -> Result<(), UnpackError> {
+        // Deepest first: a parent's mode (say 0500) must not stop the
+        // walk to its children. The sort is stable, so a directory listed
+        // twice still ends with its later entry.
+        self.dirs.sort_by_key(|d| std::cmp::Reverse(d.comps.len()));
         let root = self.walker.root.as_fd();
         for d in &self.dirs {
             let path = d.comps.join(&b'/');
@@ -669,8 +670,10 @@ impl Unpacker {
             };
             let parent: Vec<&[u8]> = parent.iter().map(Vec::as_slice).collect();
             // A later entry may have replaced it or what leads to it.
-            let Ok(pfd) = walk(root, &parent) else {
-                continue;
+            let pfd = match walk(root, &parent) {
+                Ok(fd) => fd,
+                Err(WalkError::Missing(_) | WalkError::NotDir(_)) => continue,
+                Err(WalkError::Io(e)) => return Err(entry_err(&path)(e)),
             };
             let pfd = pfd.as_ref().map_or(root, |f| f.as_fd());
             let cname = dirfd::cstr(name).map_err(entry_err(&path))?;

@@ -517,6 +517,8 @@ fn mirrors_first_then_the_registry() {
         Some(layers[1].len() as u64)
     );
     assert_eq!(read_blob(&client, &r, &d, 0), layers[1]);
+    // A push asks the registry alone: what only the mirror has must go up.
+    assert_eq!(client.blob_in_registry(&r, &d).unwrap(), None);
     assert!(
         anon().get_manifest(&r, "v1").is_err(),
         "the registry has it too"

@@ -524,19 +524,27 @@ fn http(
     (status, hs, rest.to_string())
 }
 
-/// Runs skopeo (quietly), panicking with its output on failure.
-pub fn skopeo(args: &[&str]) -> String {
-    let out = Command::new("skopeo")
-        .args(["--insecure-policy"])
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("skopeo: {e}: apt-get install skopeo"));
+/// Runs `cmd` (a peer tool: skopeo, podman), panicking with its stderr
+/// on failure; returns its stdout.
+pub fn stdout_of(cmd: &mut Command) -> String {
+    let what = format!("{cmd:?}");
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!(
+            "{what}: {e}: apt-get install {}",
+            cmd.get_program().to_string_lossy()
+        )
+    });
     assert!(
         out.status.success(),
-        "skopeo {args:?}: {}",
+        "{what}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs skopeo, panicking with its output on failure.
+pub fn skopeo(args: &[&str]) -> String {
+    stdout_of(Command::new("skopeo").arg("--insecure-policy").args(args))
 }
 
 /// A multi-platform index: one image per (arch, variant), each with a

@@ -142,13 +142,6 @@ impl Registry {
         self.dir.path().join("storage")
     }
 
-    /// The token server's URL, for a token-auth registry.
-    pub fn token_realm(&self) -> Option<String> {
-        self.token_server
-            .as_ref()
-            .map(|t| format!("http://127.0.0.1:{}/token", t.port))
-    }
-
     fn launch(auth: Auth) -> Registry {
         assert!(
             Path::new(REGISTRY_BIN).exists(),
@@ -340,9 +333,6 @@ impl Registry {
 impl Drop for Registry {
     fn drop(&mut self) {
         self.stop();
-        if let Some(t) = self.token_server.take() {
-            t.stop();
-        }
     }
 }
 
@@ -384,8 +374,12 @@ impl TokenServer {
             thread: Some(thread),
         }
     }
+}
 
-    fn stop(mut self) {
+/// Stops the accept thread however the server goes: with its registry, or
+/// with a `launch` that panicked before the registry was whole.
+impl Drop for TokenServer {
+    fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         // Wake the accept loop.
         let _ = TcpStream::connect(("127.0.0.1", self.port));
