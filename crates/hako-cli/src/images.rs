@@ -74,6 +74,22 @@ pub struct PullArgs {
     image: String,
 }
 
+/// The pull of `run`/`create`: progress lines on stderr, as Docker's.
+pub fn pull_quiet(ctx: &Ctx, image: &str, platform: Option<&str>) -> Result<()> {
+    let r = parse_ref(image)?;
+    let platform = platform.map(Platform::parse).transpose()?;
+    let store = store(ctx)?;
+    let client = client()?;
+    eprintln!("Pulling {}", familiar_tag(&r));
+    let opts = PullOptions {
+        platform,
+        ..PullOptions::default()
+    };
+    let pulled = pull_image(&store, &client, &r, &opts, &hako_image::pull::NoProgress)?;
+    eprintln!("Digest: {}", pulled.digest);
+    Ok(())
+}
+
 pub fn pull(ctx: &Ctx, a: PullArgs) -> Result<i32> {
     let r = parse_ref(&a.image)?;
     let platform = a.platform.as_deref().map(Platform::parse).transpose()?;
@@ -345,11 +361,24 @@ fn inspect_json(store: &Store, img: &Image) -> Value {
     })
 }
 
+/// `inspect`: containers first (as Docker looks them up), then images.
+pub fn inspect_any(ctx: &Ctx, a: InspectArgs) -> Result<i32> {
+    inspect_names(ctx, a, true)
+}
+
 pub fn inspect(ctx: &Ctx, a: InspectArgs) -> Result<i32> {
+    inspect_names(ctx, a, false)
+}
+
+fn inspect_names(ctx: &Ctx, a: InspectArgs, containers: bool) -> Result<i32> {
     let store = store(ctx)?;
     let mut out = Vec::new();
     let mut code = 0;
     for name in &a.images {
+        if containers && let Some(v) = crate::containers::inspect_container(ctx, name)? {
+            out.push(v);
+            continue;
+        }
         match store.resolve(name) {
             Ok(img) => out.push(inspect_json(&store, &img)),
             Err(e) => {

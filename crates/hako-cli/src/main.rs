@@ -3,6 +3,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod config;
+mod containers;
 mod format;
 mod images;
 mod progress;
@@ -75,8 +76,54 @@ enum Command {
         after_help = "Examples:\n  hako import rootfs.tar myimage:v1\n  tar -C rootfs -c . | hako import - myimage"
     )]
     Import(images::ImportArgs),
-    /// Show details of images.
+    /// Show details of containers or images.
     Inspect(images::InspectArgs),
+    /// Create and start a container.
+    #[command(
+        after_help = "Examples:\n  hako run --rm busybox echo hello\n  hako run -d --name web --restart always busybox httpd -f\n  hako run -it busybox sh\n  hako run --rm --rootfs ./rootfs /bin/sh -c 'echo from a directory'"
+    )]
+    Run(containers::CreateArgs),
+    /// Create a container without starting it.
+    #[command(after_help = "Example:\n  hako create --name app busybox sleep 60 && hako start app")]
+    Create(containers::CreateArgs),
+    /// Start containers.
+    Start(containers::StartArgs),
+    /// Stop containers (the stop signal, then SIGKILL after -t seconds).
+    Stop(containers::StopArgs),
+    /// Restart containers.
+    Restart(containers::StopArgs),
+    /// Send a signal to containers.
+    #[command(after_help = "Example:\n  hako kill -s HUP web")]
+    Kill(containers::KillArgs),
+    /// Remove containers.
+    #[command(after_help = "Examples:\n  hako rm app\n  hako rm -f $(hako ps -aq)")]
+    Rm(containers::RmArgs),
+    /// List containers.
+    #[command(
+        after_help = "Examples:\n  hako ps -a\n  hako ps --filter status=exited -q\n  hako ps --format '{{.ID}} {{.Names}}'"
+    )]
+    Ps(containers::PsArgs),
+    /// Show a container's output.
+    #[command(after_help = "Examples:\n  hako logs web\n  hako logs -f --tail 10 web")]
+    Logs(containers::LogsArgs),
+    /// Wait for containers to stop; print their exit codes.
+    Wait(containers::WaitArgs),
+    /// Run a command in a running container.
+    #[command(after_help = "Examples:\n  hako exec web ls /\n  hako exec -it web sh")]
+    Exec(containers::ExecArgs),
+    /// Rename a container.
+    Rename(containers::RenameArgs),
+    /// Pause the processes of containers.
+    Pause(containers::PauseArgs),
+    /// Resume paused containers.
+    Unpause(containers::PauseArgs),
+    /// Show the processes of a container.
+    Top(containers::TopArgs),
+    /// Show a container's published ports.
+    Port(PortArgs),
+    /// Manage containers.
+    #[command(subcommand)]
+    Container(ContainerCommand),
     /// Log in to a registry.
     #[command(
         after_help = "Examples:\n  hako login -u alice 127.0.0.1:5000\n  echo \"$TOKEN\" | hako login -u alice --password-stdin registry.example"
@@ -107,6 +154,39 @@ enum ImageCommand {
     Save(images::SaveArgs),
     Load(images::LoadArgs),
     Import(images::ImportArgs),
+}
+
+#[derive(Subcommand)]
+enum ContainerCommand {
+    Run(containers::CreateArgs),
+    Create(containers::CreateArgs),
+    Start(containers::StartArgs),
+    Stop(containers::StopArgs),
+    Restart(containers::StopArgs),
+    Kill(containers::KillArgs),
+    #[command(alias = "remove")]
+    Rm(containers::RmArgs),
+    #[command(alias = "list", alias = "ps")]
+    Ls(containers::PsArgs),
+    Logs(containers::LogsArgs),
+    Wait(containers::WaitArgs),
+    Exec(containers::ExecArgs),
+    Inspect(containers::InspectArgs),
+    Rename(containers::RenameArgs),
+    Pause(containers::PauseArgs),
+    Unpause(containers::PauseArgs),
+    Top(containers::TopArgs),
+    Port(PortArgs),
+    /// Remove every stopped container.
+    Prune(containers::PruneArgs),
+    /// Release what an ended container holds (run by its monitor).
+    #[command(hide = true)]
+    Cleanup(containers::CleanupArgs),
+}
+
+#[derive(Args)]
+pub struct PortArgs {
+    container: String,
 }
 
 #[derive(Subcommand)]
@@ -142,7 +222,51 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Save(a) | Command::Image(ImageCommand::Save(a)) => images::save(&ctx, a),
         Command::Load(a) | Command::Image(ImageCommand::Load(a)) => images::load(&ctx, a),
         Command::Import(a) | Command::Image(ImageCommand::Import(a)) => images::import(&ctx, a),
-        Command::Inspect(a) | Command::Image(ImageCommand::Inspect(a)) => images::inspect(&ctx, a),
+        Command::Inspect(a) => images::inspect_any(&ctx, a),
+        Command::Image(ImageCommand::Inspect(a)) => images::inspect(&ctx, a),
+        Command::Run(a) | Command::Container(ContainerCommand::Run(a)) => containers::run(&ctx, a),
+        Command::Create(a) | Command::Container(ContainerCommand::Create(a)) => {
+            containers::create(&ctx, a)
+        }
+        Command::Start(a) | Command::Container(ContainerCommand::Start(a)) => {
+            containers::start(&ctx, a)
+        }
+        Command::Stop(a) | Command::Container(ContainerCommand::Stop(a)) => {
+            containers::stop(&ctx, a)
+        }
+        Command::Restart(a) | Command::Container(ContainerCommand::Restart(a)) => {
+            containers::restart(&ctx, a)
+        }
+        Command::Kill(a) | Command::Container(ContainerCommand::Kill(a)) => {
+            containers::kill(&ctx, a)
+        }
+        Command::Rm(a) | Command::Container(ContainerCommand::Rm(a)) => containers::rm(&ctx, a),
+        Command::Ps(a) | Command::Container(ContainerCommand::Ls(a)) => containers::ps(&ctx, a),
+        Command::Logs(a) | Command::Container(ContainerCommand::Logs(a)) => {
+            containers::logs(&ctx, a)
+        }
+        Command::Wait(a) | Command::Container(ContainerCommand::Wait(a)) => {
+            containers::wait(&ctx, a)
+        }
+        Command::Exec(a) | Command::Container(ContainerCommand::Exec(a)) => {
+            containers::exec(&ctx, a)
+        }
+        Command::Container(ContainerCommand::Inspect(a)) => containers::inspect(&ctx, a),
+        Command::Rename(a) | Command::Container(ContainerCommand::Rename(a)) => {
+            containers::rename(&ctx, a)
+        }
+        Command::Pause(a) | Command::Container(ContainerCommand::Pause(a)) => {
+            containers::pause(&ctx, a, true)
+        }
+        Command::Unpause(a) | Command::Container(ContainerCommand::Unpause(a)) => {
+            containers::pause(&ctx, a, false)
+        }
+        Command::Top(a) | Command::Container(ContainerCommand::Top(a)) => containers::top(&ctx, a),
+        Command::Port(a) | Command::Container(ContainerCommand::Port(a)) => {
+            containers::port(&ctx, &a.container)
+        }
+        Command::Container(ContainerCommand::Prune(a)) => containers::prune(&ctx, a),
+        Command::Container(ContainerCommand::Cleanup(a)) => containers::cleanup(&ctx, a),
         Command::Login(a) => images::login(&ctx, a),
         Command::Logout(a) => images::logout(&ctx, a),
         Command::System(SystemCommand::Df(a)) => images::df(&ctx, a.format.as_deref()),
@@ -151,7 +275,7 @@ fn run(cli: Cli) -> Result<i32> {
 
 /// The error and its causes on one line, each cause once: library errors
 /// often name their source in their own message already.
-fn error_text(e: &anyhow::Error) -> String {
+pub fn error_text(e: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in e.chain() {
         let part = cause.to_string();
@@ -166,13 +290,33 @@ fn error_text(e: &anyhow::Error) -> String {
     text
 }
 
+/// Docker's exit code for a failure of the command itself: 125 for the
+/// container verbs (so it is told from the container's own codes), 1 for
+/// the others.
+fn failure_code(cmd: &Command) -> i32 {
+    match cmd {
+        Command::Run(_) | Command::Create(_) | Command::Start(_) | Command::Exec(_) => 125,
+        Command::Container(
+            ContainerCommand::Run(_)
+            | ContainerCommand::Create(_)
+            | ContainerCommand::Start(_)
+            | ContainerCommand::Exec(_),
+        ) => 125,
+        _ => 1,
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
+    let failure = failure_code(&cli.command);
     let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("Error: {}", error_text(&e));
-            1
+            match e.downcast_ref::<containers::ExitError>() {
+                Some(x) => x.code,
+                None => failure,
+            }
         }
     };
     std::process::exit(code);

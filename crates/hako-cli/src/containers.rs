@@ -1,0 +1,1309 @@
+//! The container verbs: `run`, `create`, `start`, `stop`, `kill`, `rm`,
+//! `ps`, `logs`, `wait`, `inspect`, `exec`, … with Docker's flags, output
+//! and exit codes (125 when hako fails, 126/127 when the command cannot be
+//! run or found, else the container's own).
+
+use crate::{Ctx, format};
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Args;
+use hako_engine::{
+    Container, ContainerConfig, Engine, MountKind, MountSpec, RestartPolicy, Status, Ulimit,
+};
+use serde_json::{Value, json};
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+
+/// An error with the exit code Docker gives it.
+#[derive(Debug)]
+pub struct ExitError {
+    pub code: i32,
+    pub message: String,
+}
+
+impl std::fmt::Display for ExitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ExitError {}
+
+fn engine(ctx: &Ctx) -> Result<Engine> {
+    let exe = std::env::current_exe().context("find the hako binary")?;
+    Engine::open(&ctx.root, &ctx.runroot, &exe).with_context(|| {
+        format!(
+            "open the container state at {} and {}",
+            ctx.root.display(),
+            ctx.runroot.display()
+        )
+    })
+}
+
+#[derive(Args, Clone, Default)]
+#[command(disable_help_flag = true)]
+pub struct CreateArgs {
+    /// Print help (-h is --hostname, as in Docker).
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+    /// Run in the background and print the container id.
+    #[arg(short, long)]
+    detach: bool,
+    /// Keep stdin open.
+    #[arg(short, long)]
+    interactive: bool,
+    /// Allocate a terminal.
+    #[arg(short, long)]
+    tty: bool,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    rm: bool,
+    #[arg(long)]
+    name: Option<String>,
+    /// Set an environment variable (KEY=VALUE, or KEY to take it from here).
+    #[arg(short, long = "env")]
+    env: Vec<String>,
+    #[arg(long = "env-file")]
+    env_file: Vec<PathBuf>,
+    /// Working directory inside the container.
+    #[arg(short, long)]
+    workdir: Option<String>,
+    /// USER[:GROUP], by name or number.
+    #[arg(short, long)]
+    user: Option<String>,
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// Bind mount or volume: SRC:DEST[:ro|rw|z|Z].
+    #[arg(short, long = "volume")]
+    volume: Vec<String>,
+    /// type=bind|tmpfs,source=…,target=…[,readonly]
+    #[arg(long)]
+    mount: Vec<String>,
+    /// A tmpfs: DEST[:OPTIONS].
+    #[arg(long)]
+    tmpfs: Vec<String>,
+    #[arg(long = "read-only")]
+    read_only: bool,
+    /// no, on-failure[:N], always or unless-stopped.
+    #[arg(long, default_value = "no")]
+    restart: String,
+    /// Memory limit (e.g. 64m, 1g).
+    #[arg(short, long)]
+    memory: Option<String>,
+    #[arg(long = "memory-swap")]
+    memory_swap: Option<String>,
+    #[arg(long)]
+    cpus: Option<f64>,
+    #[arg(short = 'c', long = "cpu-shares")]
+    cpu_shares: Option<u64>,
+    #[arg(long = "cpuset-cpus")]
+    cpuset_cpus: Option<String>,
+    #[arg(long = "pids-limit")]
+    pids_limit: Option<i64>,
+    /// NAME=SOFT[:HARD].
+    #[arg(long)]
+    ulimit: Vec<String>,
+    #[arg(long = "cap-add")]
+    cap_add: Vec<String>,
+    #[arg(long = "cap-drop")]
+    cap_drop: Vec<String>,
+    #[arg(long)]
+    privileged: bool,
+    /// seccomp=unconfined|PROFILE, no-new-privileges, label=disable.
+    #[arg(long = "security-opt")]
+    security_opt: Vec<String>,
+    #[arg(long = "group-add")]
+    group_add: Vec<String>,
+    #[arg(short = 'h', long)]
+    hostname: Option<String>,
+    /// HOST:IP.
+    #[arg(long = "add-host")]
+    add_host: Vec<String>,
+    #[arg(long)]
+    dns: Vec<String>,
+    /// KEY=VALUE.
+    #[arg(short, long)]
+    label: Vec<String>,
+    /// missing (default), always or never.
+    #[arg(long, default_value = "missing")]
+    pull: String,
+    #[arg(long)]
+    platform: Option<String>,
+    #[arg(long = "stop-signal")]
+    stop_signal: Option<String>,
+    #[arg(long = "stop-timeout")]
+    stop_timeout: Option<u32>,
+    #[arg(long = "shm-size")]
+    shm_size: Option<String>,
+    #[arg(long)]
+    sysctl: Vec<String>,
+    /// none (the default until bridge networks exist) or host.
+    #[arg(long, alias = "net", default_value = "none")]
+    network: String,
+    /// runc, crun, or the path of any OCI runtime binary.
+    #[arg(long)]
+    runtime: Option<String>,
+    /// max-size=SIZE, max-file=N.
+    #[arg(long = "log-opt")]
+    log_opt: Vec<String>,
+    /// Run from this root directory instead of an image.
+    #[arg(long)]
+    rootfs: bool,
+    /// The image (or, with --rootfs, the directory).
+    image: String,
+    /// The command and its arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+/// `64m`, `1g`, `512k`, `100` (bytes).
+pub fn parse_bytes(s: &str) -> Result<i64> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1i64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        Some('t') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| anyhow!("invalid size {s:?}: write a number with k, m or g"))?;
+    // A user's decimal size in bytes.
+    #[allow(clippy::cast_possible_truncation)]
+    Ok((n * mult as f64) as i64)
+}
+
+fn runtime_path(name: &str) -> Result<PathBuf> {
+    if name.contains('/') {
+        return Ok(PathBuf::from(name));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let p = dir.join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!("runtime {name:?} not found in PATH; give its full path")
+}
+
+fn parse_mount_flag(s: &str) -> Result<MountSpec> {
+    let mut m = MountSpec::default();
+    let mut kind = "volume";
+    for part in s.split(',') {
+        let (k, v) = part.split_once('=').unwrap_or((part, ""));
+        match k {
+            "type" => kind = if v.is_empty() { "volume" } else { v },
+            "source" | "src" => m.source = v.to_string(),
+            "target" | "destination" | "dst" => m.target = v.to_string(),
+            "readonly" | "ro" => m.readonly = v.is_empty() || v == "true" || v == "1",
+            "tmpfs-size" => m.options.push(format!("size={}", parse_bytes(v)?)),
+            "tmpfs-mode" => m.options.push(format!("mode={v}")),
+            "bind-propagation" | "consistency" => {}
+            _ => bail!("--mount {s:?}: unknown option {k:?}"),
+        }
+    }
+    m.kind = match kind {
+        "bind" => MountKind::Bind,
+        "tmpfs" => MountKind::Tmpfs,
+        "volume" => {
+            bail!("--mount {s:?}: named volumes are not supported yet; use type=bind or type=tmpfs")
+        }
+        other => bail!("--mount {s:?}: unknown type {other:?}"),
+    };
+    if m.target.is_empty() {
+        bail!("--mount {s:?}: target= is required");
+    }
+    if m.kind == MountKind::Bind && m.source.is_empty() {
+        bail!("--mount {s:?}: source= is required for a bind mount");
+    }
+    Ok(m)
+}
+
+fn parse_volume(s: &str) -> Result<MountSpec> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let (source, target, opts) = match parts.as_slice() {
+        [t] => bail!("-v {t}: anonymous volumes are not supported yet; give SOURCE:{t}"),
+        [s, t] => (*s, *t, ""),
+        [s, t, o] => (*s, *t, *o),
+        _ => bail!("-v {s:?}: write SOURCE:DEST[:OPTIONS]"),
+    };
+    if !source.starts_with('/') {
+        bail!("-v {s}: named volumes are not supported yet; give an absolute host path");
+    }
+    let mut m = MountSpec {
+        kind: MountKind::Bind,
+        source: source.to_string(),
+        target: target.to_string(),
+        ..Default::default()
+    };
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        match o {
+            "ro" => m.readonly = true,
+            "rw" | "z" | "Z" | "private" | "rprivate" | "shared" | "rshared" | "slave"
+            | "rslave" => {}
+            _ => bail!("-v {s}: unknown option {o:?}"),
+        }
+    }
+    if !std::path::Path::new(source).exists() {
+        // Docker makes a missing bind source as a directory.
+        std::fs::create_dir_all(source).with_context(|| format!("create {source}"))?;
+    }
+    Ok(m)
+}
+
+fn read_env_file(p: &PathBuf) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(expand_env)
+        .collect())
+}
+
+/// `KEY` alone takes the value from this process's environment.
+fn expand_env(e: &str) -> String {
+    if e.contains('=') {
+        e.to_string()
+    } else {
+        format!("{e}={}", std::env::var(e).unwrap_or_default())
+    }
+}
+
+fn build_config(a: &CreateArgs) -> Result<ContainerConfig> {
+    let mut c = ContainerConfig {
+        cmd: a.command.clone(),
+        tty: a.tty,
+        interactive: a.interactive,
+        auto_remove: a.rm,
+        hostname: a.hostname.clone(),
+        network: a.network.clone(),
+        stop_signal: a.stop_signal.clone(),
+        stop_timeout: a.stop_timeout,
+        read_only: a.read_only,
+        privileged: a.privileged,
+        cap_add: a.cap_add.clone(),
+        cap_drop: a.cap_drop.clone(),
+        cpus: a.cpus,
+        cpu_shares: a.cpu_shares,
+        cpuset_cpus: a.cpuset_cpus.clone(),
+        pids_limit: a.pids_limit,
+        group_add: a.group_add.clone(),
+        add_hosts: a.add_host.clone(),
+        dns: a.dns.clone(),
+        workdir: a.workdir.clone().unwrap_or_default(),
+        user: a.user.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    if let Some(s) = &a.stop_signal {
+        hako_engine::parse_signal(s)?;
+    }
+    for f in &a.env_file {
+        c.env.extend(read_env_file(f)?);
+    }
+    c.env.extend(a.env.iter().map(|e| expand_env(e)));
+    if let Some(ep) = &a.entrypoint {
+        c.entrypoint_given = true;
+        if !ep.is_empty() {
+            c.entrypoint = vec![ep.clone()];
+        }
+    }
+    for l in &a.label {
+        let (k, v) = l.split_once('=').unwrap_or((l, ""));
+        c.labels.insert(k.to_string(), v.to_string());
+    }
+    for v in &a.volume {
+        c.mounts.push(parse_volume(v)?);
+    }
+    for m in &a.mount {
+        c.mounts.push(parse_mount_flag(m)?);
+    }
+    for t in &a.tmpfs {
+        let (target, opts) = t.split_once(':').unwrap_or((t, ""));
+        c.mounts.push(MountSpec {
+            kind: MountKind::Tmpfs,
+            target: target.to_string(),
+            options: opts
+                .split(',')
+                .filter(|o| !o.is_empty())
+                .map(String::from)
+                .collect(),
+            ..Default::default()
+        });
+    }
+    let (policy, max) = match a.restart.split_once(':') {
+        Some(("on-failure", n)) => (
+            "on-failure",
+            n.parse::<u32>()
+                .map_err(|_| anyhow!("--restart on-failure:{n}: the count must be a number"))?,
+        ),
+        Some((p, _)) => bail!("--restart {p}: only on-failure takes a count"),
+        None => (a.restart.as_str(), 0),
+    };
+    c.restart = match policy {
+        "no" | "" => RestartPolicy::No,
+        "on-failure" => RestartPolicy::OnFailure,
+        "always" => RestartPolicy::Always,
+        "unless-stopped" => RestartPolicy::UnlessStopped,
+        other => bail!("--restart {other}: use no, on-failure[:N], always or unless-stopped"),
+    };
+    c.max_restarts = max;
+    if a.rm && c.restart != RestartPolicy::No {
+        bail!("--restart and --rm conflict: a removed container cannot restart");
+    }
+    c.memory = a.memory.as_deref().map(parse_bytes).transpose()?;
+    c.memory_swap = match a.memory_swap.as_deref() {
+        Some("-1") => Some(-1),
+        Some(s) => Some(parse_bytes(s)?),
+        None => None,
+    };
+    c.shm_size = a
+        .shm_size
+        .as_deref()
+        .map(parse_bytes)
+        .transpose()?
+        .map(|b| u64::try_from(b).unwrap_or(0));
+    for u in &a.ulimit {
+        let (name, vals) = u
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--ulimit {u}: write NAME=SOFT[:HARD]"))?;
+        let (soft, hard) = vals.split_once(':').unwrap_or((vals, vals));
+        let num = |v: &str| -> Result<u64> {
+            if v == "-1" || v == "unlimited" {
+                return Ok(u64::MAX);
+            }
+            v.parse()
+                .map_err(|_| anyhow!("--ulimit {u}: {v} is not a number"))
+        };
+        c.ulimits.push(Ulimit {
+            name: name.to_string(),
+            soft: num(soft)?,
+            hard: num(hard)?,
+        });
+    }
+    for s in &a.sysctl {
+        let (k, v) = s
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--sysctl {s}: write KEY=VALUE"))?;
+        c.sysctls.insert(k.to_string(), v.to_string());
+    }
+    for o in &a.security_opt {
+        let (k, v) = o.split_once(['=', ':']).unwrap_or((o, ""));
+        match k {
+            "no-new-privileges" => c.no_new_privileges = v.is_empty() || v == "true",
+            "label" => {}
+            "seccomp" if v == "unconfined" => c.seccomp_profile = None,
+            "seccomp" => {
+                let text = std::fs::read_to_string(v)
+                    .with_context(|| format!("--security-opt seccomp={v}: read the profile"))?;
+                c.seccomp_profile = Some(
+                    serde_json::from_str(&text)
+                        .with_context(|| format!("--security-opt seccomp={v}: not JSON"))?,
+                );
+            }
+            "apparmor" => {}
+            _ => bail!("--security-opt {o}: use seccomp=…, no-new-privileges or label=…"),
+        }
+    }
+    for o in &a.log_opt {
+        match o.split_once('=') {
+            Some(("max-size", v)) => {
+                c.log_max_size = u64::try_from(parse_bytes(v)?).unwrap_or(0);
+            }
+            Some(("max-file", v)) => {
+                let n: u32 = v
+                    .parse()
+                    .map_err(|_| anyhow!("--log-opt max-file={v}: not a number"))?;
+                c.log_max_files = n.saturating_sub(1);
+            }
+            _ => bail!("--log-opt {o}: use max-size=SIZE or max-file=N"),
+        }
+    }
+    if let Some(r) = &a.runtime {
+        c.runtime = Some(runtime_path(r)?);
+    }
+    if a.rootfs {
+        let p = std::fs::canonicalize(&a.image)
+            .with_context(|| format!("--rootfs {}: no such directory", a.image))?;
+        c.rootfs = Some(p);
+    }
+    Ok(c)
+}
+
+/// Resolves the image, pulling it as `--pull` says.
+fn image_for(ctx: &Ctx, a: &CreateArgs) -> Result<Option<hako_image::store::Image>> {
+    if a.rootfs {
+        return Ok(None);
+    }
+    let store = hako_image::store::Store::open(&ctx.root)
+        .with_context(|| format!("open the image store at {}", ctx.root.display()))?;
+    let local = store.resolve(&a.image);
+    match (a.pull.as_str(), local) {
+        ("never", Ok(img)) | ("missing", Ok(img)) => return Ok(Some(img)),
+        ("never", Err(e)) => return Err(e.into()),
+        ("missing", Err(_)) => {
+            eprintln!("Unable to find image '{}' locally", a.image);
+        }
+        ("always", _) => {}
+        (p, _) => bail!("--pull {p}: use always, missing or never"),
+    }
+    crate::images::pull_quiet(ctx, &a.image, a.platform.as_deref())?;
+    Ok(Some(store.resolve(&a.image)?))
+}
+
+fn create_container(ctx: &Ctx, a: &CreateArgs) -> Result<(Engine, Container)> {
+    let cfg = build_config(a)?;
+    let img = image_for(ctx, a)?;
+    let mut e = engine(ctx)?;
+    let c = e.create(&a.image, img.as_ref(), cfg, a.name.as_deref())?;
+    Ok((e, c))
+}
+
+pub fn create(ctx: &Ctx, a: CreateArgs) -> Result<i32> {
+    let (_, c) = create_container(ctx, &a)?;
+    println!("{}", c.id);
+    Ok(0)
+}
+
+fn start_error(e: hako_engine::Error) -> anyhow::Error {
+    match e {
+        hako_engine::Error::Start { message, code } => {
+            anyhow::Error::new(ExitError { code, message })
+        }
+        e => e.into(),
+    }
+}
+
+pub fn run(ctx: &Ctx, a: CreateArgs) -> Result<i32> {
+    let (mut e, c) = create_container(ctx, &a)?;
+    if a.detach {
+        e.start(&c.id, false, false).map_err(start_error)?;
+        println!("{}", c.id);
+        return Ok(0);
+    }
+    let (c, attached) = e.start(&c.id, true, a.interactive).map_err(start_error)?;
+    let attached = attached.ok_or_else(|| anyhow!("no stream from the monitor"))?;
+    let code = stream_output(attached, a.interactive, a.tty)?;
+    drop(c);
+    Ok(code)
+}
+
+/// Copies the container's output here (and our stdin there) until it
+/// exits; its exit code.
+fn stream_output(attached: hako_engine::Attached, stdin: bool, tty: bool) -> Result<i32> {
+    let mut stream = attached.stream;
+    let raw = if tty && std::io::stdin().is_terminal() {
+        Some(RawTerminal::enable()?)
+    } else {
+        None
+    };
+    if stdin {
+        let mut w = stream
+            .get_ref()
+            .try_clone()
+            .context("clone the attach socket")?;
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut w);
+            let _ = w.shutdown(std::net::Shutdown::Write);
+        });
+    }
+    let mut buf = Vec::new();
+    let mut code = None;
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    loop {
+        match hako_monitor::read_frame(&mut stream, &mut buf) {
+            Ok(Some(hako_monitor::STDOUT)) => {
+                let mut o = stdout.lock();
+                o.write_all(&buf)?;
+                o.flush()?;
+            }
+            Ok(Some(hako_monitor::STDERR)) => {
+                let mut o = stderr.lock();
+                o.write_all(&buf)?;
+            }
+            Ok(Some(hako_monitor::EXIT)) if buf.len() == 4 => {
+                code = Some(i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]));
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(e) => return Err(e).context("read from the container"),
+        }
+    }
+    drop(raw);
+    code.ok_or_else(|| anyhow!("the container's monitor ended without an exit status"))
+}
+
+/// The terminal in raw mode for the length of an attach.
+struct RawTerminal {
+    saved: nix::sys::termios::Termios,
+}
+
+impl RawTerminal {
+    fn enable() -> Result<RawTerminal> {
+        use nix::sys::termios;
+        let stdin = std::io::stdin();
+        let saved = termios::tcgetattr(&stdin).context("read the terminal's mode")?;
+        let mut raw = saved.clone();
+        termios::cfmakeraw(&mut raw);
+        termios::tcsetattr(&stdin, termios::SetArg::TCSANOW, &raw).context("set raw mode")?;
+        Ok(RawTerminal { saved })
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        let _ = nix::sys::termios::tcsetattr(
+            std::io::stdin(),
+            nix::sys::termios::SetArg::TCSANOW,
+            &self.saved,
+        );
+    }
+}
+
+#[derive(Args)]
+pub struct StartArgs {
+    /// Attach to the output and wait for the exit.
+    #[arg(short, long)]
+    attach: bool,
+    #[arg(short, long)]
+    interactive: bool,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+pub fn start(ctx: &Ctx, a: StartArgs) -> Result<i32> {
+    let mut e = engine(ctx)?;
+    if a.attach {
+        if a.containers.len() != 1 {
+            bail!("you cannot start and attach multiple containers at once");
+        }
+        let (c, att) = e
+            .start(&a.containers[0], true, a.interactive)
+            .map_err(start_error)?;
+        let att = att.ok_or_else(|| anyhow!("no stream from the monitor"))?;
+        return stream_output(att, a.interactive, c.config.tty);
+    }
+    let mut failed = false;
+    for name in &a.containers {
+        match e.start(name, false, false) {
+            Ok(_) => println!("{name}"),
+            Err(err) => {
+                eprintln!("Error response from daemon: {err}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { 1 } else { 0 })
+}
+
+#[derive(Args)]
+pub struct StopArgs {
+    /// Seconds to wait before killing.
+    #[arg(short, long)]
+    time: Option<u32>,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+fn each(names: &[String], mut f: impl FnMut(&str) -> Result<()>) -> Result<i32> {
+    let mut failed = false;
+    for n in names {
+        match f(n) {
+            Ok(()) => println!("{n}"),
+            Err(e) => {
+                eprintln!("Error: {}", crate::error_text(&e));
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { 1 } else { 0 })
+}
+
+pub fn stop(ctx: &Ctx, a: StopArgs) -> Result<i32> {
+    let mut e = engine(ctx)?;
+    each(&a.containers, |n| {
+        e.stop(n, a.time)?;
+        Ok(())
+    })
+}
+
+pub fn restart(ctx: &Ctx, a: StopArgs) -> Result<i32> {
+    let mut e = engine(ctx)?;
+    each(&a.containers, |n| {
+        e.stop(n, a.time)?;
+        e.start(n, false, false).map_err(start_error)?;
+        Ok(())
+    })
+}
+
+#[derive(Args)]
+pub struct KillArgs {
+    #[arg(short, long, default_value = "KILL")]
+    signal: String,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+pub fn kill(ctx: &Ctx, a: KillArgs) -> Result<i32> {
+    let sig = hako_engine::parse_signal(&a.signal)?;
+    let mut e = engine(ctx)?;
+    each(&a.containers, |n| {
+        e.kill(n, sig)?;
+        Ok(())
+    })
+}
+
+#[derive(Args)]
+pub struct RmArgs {
+    /// Kill a running container first.
+    #[arg(short, long)]
+    force: bool,
+    /// Remove its anonymous volumes too.
+    #[arg(short, long)]
+    volumes: bool,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+pub fn rm(ctx: &Ctx, a: RmArgs) -> Result<i32> {
+    let mut e = engine(ctx)?;
+    let mut failed = false;
+    for n in &a.containers {
+        match e.remove(n, a.force) {
+            Ok(_) => println!("{n}"),
+            Err(hako_engine::Error::NotFound(_)) if a.force => {}
+            Err(err) => {
+                eprintln!("Error response from daemon: {err}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { 1 } else { 0 })
+}
+
+#[derive(Args)]
+pub struct PruneArgs {
+    #[arg(short, long)]
+    force: bool,
+}
+
+pub fn prune(ctx: &Ctx, _a: PruneArgs) -> Result<i32> {
+    let mut e = engine(ctx)?;
+    let mut removed = Vec::new();
+    for c in e.list()? {
+        if matches!(c.status, Status::Exited | Status::Created) && e.remove(&c.id, false).is_ok() {
+            removed.push(c.id);
+        }
+    }
+    if !removed.is_empty() {
+        println!("Deleted Containers:");
+        for id in &removed {
+            println!("{id}");
+        }
+        println!();
+    }
+    println!("Total reclaimed space: 0B");
+    Ok(0)
+}
+
+#[derive(Args)]
+pub struct CleanupArgs {
+    /// Run by the container's monitor as it ends.
+    #[arg(long = "from-monitor")]
+    from_monitor: bool,
+    id: String,
+}
+
+pub fn cleanup(ctx: &Ctx, a: CleanupArgs) -> Result<i32> {
+    let mut e = engine(ctx)?;
+    e.cleanup(&a.id, a.from_monitor)?;
+    Ok(0)
+}
+
+#[derive(Args)]
+pub struct PsArgs {
+    /// Show all containers (running only by default).
+    #[arg(short, long)]
+    all: bool,
+    /// Only ids.
+    #[arg(short, long)]
+    quiet: bool,
+    /// The last N created.
+    #[arg(short = 'n', long = "last")]
+    last: Option<usize>,
+    /// The latest created.
+    #[arg(short = 'l', long)]
+    latest: bool,
+    /// name=…, id=…, status=…, label=KEY[=VALUE], ancestor=…
+    #[arg(short, long)]
+    filter: Vec<String>,
+    #[arg(long)]
+    format: Option<String>,
+    #[arg(long = "no-trunc")]
+    no_trunc: bool,
+}
+
+fn status_text(c: &Container) -> String {
+    let since = |t: &str| {
+        hako_image::store::parse_rfc3339(t)
+            .map(|s| format::human_duration(format::now_secs() - s))
+            .unwrap_or_default()
+    };
+    match c.status {
+        Status::Created => "Created".into(),
+        Status::Running => format!("Up {}", since(&c.started_at)),
+        Status::Paused => format!("Up {} (Paused)", since(&c.started_at)),
+        Status::Exited => format!("Exited ({}) {} ago", c.exit_code, since(&c.finished_at)),
+        Status::Removing => "Removal In Progress".into(),
+    }
+}
+
+fn ps_row(c: &Container, no_trunc: bool) -> Value {
+    let mut command = c.command().join(" ");
+    if !no_trunc && command.chars().count() > 20 {
+        command = format!("{}…", command.chars().take(19).collect::<String>());
+    }
+    let created = hako_image::store::parse_rfc3339(&c.created)
+        .map(|s| format!("{} ago", format::human_duration(format::now_secs() - s)))
+        .unwrap_or_default();
+    let labels = c
+        .config
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    json!({
+        "ID": if no_trunc { c.id.clone() } else { c.short_id().to_string() },
+        "Image": c.image,
+        "Command": format!("\"{command}\""),
+        "CreatedAt": c.created,
+        "RunningFor": created,
+        "Status": status_text(c),
+        "State": c.status.as_str(),
+        "Ports": "",
+        "Names": c.name,
+        "Labels": labels,
+        "Mounts": c.config.mounts.iter().map(|m| m.target.clone()).collect::<Vec<_>>().join(","),
+        "Networks": c.config.network,
+        "Size": "",
+    })
+}
+
+fn matches_filter(c: &Container, f: &str) -> Result<bool> {
+    let (k, v) = f
+        .split_once('=')
+        .ok_or_else(|| anyhow!("--filter {f}: write KEY=VALUE"))?;
+    Ok(match k {
+        "name" => c.name.contains(v),
+        "id" => c.id.starts_with(v),
+        "status" => c.status.as_str() == v,
+        "ancestor" => c.image == v || c.image_id.contains(v),
+        "exited" => c.status == Status::Exited && v.parse::<i32>().ok() == Some(c.exit_code),
+        "label" => match v.split_once('=') {
+            Some((lk, lv)) => c.config.labels.get(lk).is_some_and(|x| x == lv),
+            None => c.config.labels.contains_key(v),
+        },
+        _ => bail!("--filter {k}: use name, id, status, ancestor, exited or label"),
+    })
+}
+
+pub fn ps(ctx: &Ctx, a: PsArgs) -> Result<i32> {
+    let mut e = engine(ctx)?;
+    let mut list = e.list()?;
+    let limit = if a.latest { Some(1) } else { a.last };
+    let all = a.all || limit.is_some() || a.filter.iter().any(|f| f.starts_with("status="));
+    if !all {
+        list.retain(|c| matches!(c.status, Status::Running | Status::Paused));
+    }
+    for f in &a.filter {
+        let mut keep = Vec::new();
+        for c in list {
+            if matches_filter(&c, f)? {
+                keep.push(c);
+            }
+        }
+        list = keep;
+    }
+    if let Some(n) = limit {
+        list.truncate(n);
+    }
+    if a.quiet {
+        for c in &list {
+            println!("{}", if a.no_trunc { &c.id } else { c.short_id() });
+        }
+        return Ok(0);
+    }
+    let rows: Vec<Value> = list.iter().map(|c| ps_row(c, a.no_trunc)).collect();
+    let default = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}";
+    format::print_rows(&rows, a.format.as_deref(), default, &|f| match f {
+        "ID" => "CONTAINER ID".into(),
+        "RunningFor" => "CREATED".into(),
+        "Names" => "NAMES".into(),
+        "CreatedAt" => "CREATED AT".into(),
+        other => other.to_ascii_uppercase(),
+    })?;
+    Ok(0)
+}
+
+#[derive(Args)]
+pub struct LogsArgs {
+    /// Follow the output until the container exits.
+    #[arg(short, long)]
+    follow: bool,
+    /// Only the last N lines ("all" for every line).
+    #[arg(short = 'n', long, default_value = "all")]
+    tail: String,
+    /// Show timestamps.
+    #[arg(short, long)]
+    timestamps: bool,
+    /// Only lines since this time (RFC 3339, or seconds since the epoch, or 10m).
+    #[arg(long)]
+    since: Option<String>,
+    #[arg(long)]
+    until: Option<String>,
+    container: String,
+}
+
+fn parse_time(s: &str) -> Result<i64> {
+    if let Ok(n) = s.parse::<i64>() {
+        return Ok(n);
+    }
+    let unit = |suffix: char, secs: i64| -> Option<i64> {
+        s.strip_suffix(suffix)
+            .and_then(|n| n.parse::<i64>().ok())
+            .map(|n| format::now_secs() - n * secs)
+    };
+    if let Some(t) = unit('s', 1)
+        .or_else(|| unit('m', 60))
+        .or_else(|| unit('h', 3600))
+    {
+        return Ok(t);
+    }
+    hako_image::store::parse_rfc3339(s)
+        .ok_or_else(|| anyhow!("{s:?} is not a time: give RFC 3339, seconds, or 10m / 2h"))
+}
+
+pub fn logs(ctx: &Ctx, a: LogsArgs) -> Result<i32> {
+    let mut e = engine(ctx)?;
+    let c = e.get(&a.container)?;
+    let path = e.log_path(&c.id);
+    let since = a.since.as_deref().map(parse_time).transpose()?;
+    let until = a.until.as_deref().map(parse_time).transpose()?;
+    let mut file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(err) => return Err(err).with_context(|| format!("open {}", path.display())),
+    };
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .with_context(|| format!("read {}", path.display()))?;
+    let mut lines: Vec<&str> = text.lines().collect();
+    if a.tail != "all" {
+        let n: usize = a
+            .tail
+            .parse()
+            .map_err(|_| anyhow!("--tail {}: give a number or \"all\"", a.tail))?;
+        let skip = lines.len().saturating_sub(n);
+        lines.drain(..skip);
+    }
+    let print = |line: &str| -> Result<()> {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            return Ok(());
+        };
+        let time = v["time"].as_str().unwrap_or("");
+        let t = hako_image::store::parse_rfc3339(time).unwrap_or(0);
+        if since.is_some_and(|s| t < s) || until.is_some_and(|u| t > u) {
+            return Ok(());
+        }
+        let msg = v["log"].as_str().unwrap_or("");
+        let out = if a.timestamps {
+            format!("{time} {msg}")
+        } else {
+            msg.to_string()
+        };
+        if v["stream"] == "stderr" {
+            let mut o = std::io::stderr().lock();
+            o.write_all(out.as_bytes())?;
+        } else {
+            let mut o = std::io::stdout().lock();
+            o.write_all(out.as_bytes())?;
+            o.flush()?;
+        }
+        Ok(())
+    };
+    for l in &lines {
+        print(l)?;
+    }
+    if !a.follow {
+        return Ok(0);
+    }
+    // Follow: read what is appended until the container is not running.
+    let mut offset = text.len() as u64;
+    let mut pending = String::new();
+    loop {
+        let running = matches!(
+            e.get(&c.id).map(|c| c.status),
+            Ok(Status::Running | Status::Paused)
+        );
+        use std::io::{Seek, SeekFrom};
+        let mut f = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(_) => break,
+        };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        if len < offset {
+            offset = 0; // rotated
+        }
+        f.seek(SeekFrom::Start(offset))?;
+        let mut more = String::new();
+        f.read_to_string(&mut more)?;
+        offset += more.len() as u64;
+        pending.push_str(&more);
+        while let Some(n) = pending.find('\n') {
+            let line: String = pending.drain(..=n).collect();
+            print(line.trim_end())?;
+        }
+        if !running {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Ok(0)
+}
+
+#[derive(Args)]
+pub struct WaitArgs {
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+pub fn wait(ctx: &Ctx, a: WaitArgs) -> Result<i32> {
+    let mut e = engine(ctx)?;
+    for n in &a.containers {
+        let code = e.wait(n)?;
+        println!("{code}");
+    }
+    Ok(0)
+}
+
+pub fn inspect_json(e: &Engine, c: &Container) -> Value {
+    let spec = e.spec_of(c).ok();
+    let running = matches!(c.status, Status::Running | Status::Paused);
+    let cmd = c.command();
+    json!({
+        "Id": c.id,
+        "Created": c.created,
+        "Path": cmd.first().cloned().unwrap_or_default(),
+        "Args": cmd.iter().skip(1).cloned().collect::<Vec<_>>(),
+        "State": {
+            "Status": c.status.as_str(),
+            "Running": running,
+            "Paused": c.status == Status::Paused,
+            "Restarting": false,
+            "OOMKilled": false,
+            "Dead": false,
+            "Pid": if running { c.pid } else { 0 },
+            "ExitCode": c.exit_code,
+            "Error": c.error,
+            "StartedAt": if c.started_at.is_empty() { "0001-01-01T00:00:00Z".to_string() } else { c.started_at.clone() },
+            "FinishedAt": if c.finished_at.is_empty() { "0001-01-01T00:00:00Z".to_string() } else { c.finished_at.clone() },
+        },
+        "Image": c.image_id,
+        "ResolvConfPath": e.container_dir(&c.id).join("resolv.conf"),
+        "HostnamePath": e.container_dir(&c.id).join("hostname"),
+        "HostsPath": e.container_dir(&c.id).join("hosts"),
+        "LogPath": e.log_path(&c.id),
+        "Name": format!("/{}", c.name),
+        "RestartCount": c.restart_count,
+        "Driver": "overlay",
+        "Platform": "linux",
+        "HostConfig": {
+            "AutoRemove": c.config.auto_remove,
+            "NetworkMode": c.config.network,
+            "Privileged": c.config.privileged,
+            "ReadonlyRootfs": c.config.read_only,
+            "CapAdd": c.config.cap_add,
+            "CapDrop": c.config.cap_drop,
+            "Memory": c.config.memory.unwrap_or(0),
+            "NanoCpus": c.config.cpus.map(|x| (x * 1e9).round()).unwrap_or(0.0),
+            "CpuShares": c.config.cpu_shares.unwrap_or(0),
+            "PidsLimit": c.config.pids_limit,
+            "RestartPolicy": {"Name": match c.config.restart {
+                RestartPolicy::No => "no",
+                RestartPolicy::OnFailure => "on-failure",
+                RestartPolicy::Always => "always",
+                RestartPolicy::UnlessStopped => "unless-stopped",
+            }, "MaximumRetryCount": c.config.max_restarts},
+            "Runtime": c.config.runtime.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "hako".into()),
+        },
+        "Mounts": c.config.mounts.iter().map(|m| json!({
+            "Type": match m.kind { MountKind::Bind => "bind", MountKind::Volume => "volume", MountKind::Tmpfs => "tmpfs" },
+            "Source": m.source, "Destination": m.target, "RW": !m.readonly,
+        })).collect::<Vec<_>>(),
+        "Config": {
+            "Hostname": spec.as_ref().and_then(|s| s["hostname"].as_str().map(String::from)).unwrap_or_else(|| c.short_id().to_string()),
+            "User": c.config.user,
+            "Tty": c.config.tty,
+            "OpenStdin": c.config.interactive,
+            "Env": spec.as_ref().map(|s| s["process"]["env"].clone()).unwrap_or_else(|| json!(c.config.env)),
+            "Cmd": c.config.cmd,
+            "Image": c.image,
+            "WorkingDir": c.config.workdir,
+            "Entrypoint": if c.config.entrypoint.is_empty() { Value::Null } else { json!(c.config.entrypoint) },
+            "Labels": c.config.labels,
+            "StopSignal": c.config.stop_signal,
+        },
+        "NetworkSettings": {"Networks": {}, "Ports": {}},
+    })
+}
+
+/// `inspect` of containers; `None` if `name` is not a container.
+pub fn inspect_container(ctx: &Ctx, name: &str) -> Result<Option<Value>> {
+    let mut e = engine(ctx)?;
+    match e.get(name) {
+        Ok(c) => Ok(Some(inspect_json(&e, &c))),
+        Err(hako_engine::Error::NotFound(_)) => Ok(None),
+        Err(err) => Err(err.into()),
+    }
+}
+
+#[derive(Args)]
+pub struct InspectArgs {
+    #[arg(short, long)]
+    format: Option<String>,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+pub fn inspect(ctx: &Ctx, a: InspectArgs) -> Result<i32> {
+    let mut e = engine(ctx)?;
+    let mut out = Vec::new();
+    for n in &a.containers {
+        let c = e.get(n)?;
+        out.push(inspect_json(&e, &c));
+    }
+    print_inspect(&out, a.format.as_deref())
+}
+
+pub fn print_inspect(out: &[Value], format: Option<&str>) -> Result<i32> {
+    match format {
+        Some(f) => {
+            let t = format::Template::parse(f)?;
+            for v in out {
+                println!("{}", t.render(v)?);
+            }
+        }
+        None => println!("{}", serde_json::to_string_pretty(&out)?),
+    }
+    Ok(0)
+}
+
+#[derive(Args)]
+pub struct RenameArgs {
+    container: String,
+    new_name: String,
+}
+
+pub fn rename(ctx: &Ctx, a: RenameArgs) -> Result<i32> {
+    engine(ctx)?.rename(&a.container, &a.new_name)?;
+    Ok(0)
+}
+
+#[derive(Args)]
+pub struct PauseArgs {
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+pub fn pause(ctx: &Ctx, a: PauseArgs, pause: bool) -> Result<i32> {
+    let mut e = engine(ctx)?;
+    each(&a.containers, |n| {
+        e.pause(n, pause)?;
+        Ok(())
+    })
+}
+
+#[derive(Args)]
+pub struct TopArgs {
+    container: String,
+}
+
+pub fn top(ctx: &Ctx, a: TopArgs) -> Result<i32> {
+    let mut e = engine(ctx)?;
+    let pids = e.pids(&a.container)?;
+    let mut lines = vec!["PID\tUSER\tTIME\tCOMMAND".to_string()];
+    for p in pids {
+        let cmd = std::fs::read(format!("/proc/{p}/cmdline"))
+            .map(|b| {
+                b.split(|&x| x == 0)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| String::from_utf8_lossy(s).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        let uid = std::fs::read_to_string(format!("/proc/{p}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("Uid:"))
+                    .and_then(|l| l.split_whitespace().nth(1).map(String::from))
+            })
+            .unwrap_or_default();
+        lines.push(format!("{p}\t{uid}\t-\t{cmd}"));
+    }
+    print!("{}", format::align(&lines));
+    Ok(0)
+}
+
+#[derive(Args)]
+pub struct ExecArgs {
+    #[arg(short, long)]
+    interactive: bool,
+    #[arg(short, long)]
+    tty: bool,
+    /// Run in the background.
+    #[arg(short, long)]
+    detach: bool,
+    #[arg(short, long = "env")]
+    env: Vec<String>,
+    #[arg(short, long)]
+    user: Option<String>,
+    #[arg(short, long)]
+    workdir: Option<String>,
+    #[arg(long)]
+    privileged: bool,
+    container: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    command: Vec<String>,
+}
+
+pub fn exec(ctx: &Ctx, a: ExecArgs) -> Result<i32> {
+    let mut e = engine(ctx)?;
+    let c = e.get(&a.container)?;
+    if c.status != Status::Running {
+        return Err(ExitError {
+            code: 126,
+            message: format!("container {} is not running", c.name),
+        }
+        .into());
+    }
+    if c.config.runtime.is_some() {
+        bail!("exec into a container of an external runtime is not supported yet");
+    }
+    let spec = e.spec_of(&c)?;
+    let mut process = spec["process"].clone();
+    process["args"] = json!(a.command);
+    process["terminal"] = json!(a.tty);
+    if let Some(w) = &a.workdir {
+        process["cwd"] = json!(w);
+    }
+    let mut env: Vec<String> = serde_json::from_value(process["env"].clone()).unwrap_or_default();
+    for kv in a.env.iter().map(|x| expand_env(x)) {
+        let key = kv.split('=').next().unwrap_or("").to_string();
+        env.retain(|x| x.split('=').next() != Some(key.as_str()));
+        env.push(kv);
+    }
+    process["env"] = json!(env);
+    if let Some(u) = &a.user {
+        let rootfs = spec["root"]["path"].as_str().unwrap_or("/").to_string();
+        let user = hako_engine::rootfs::resolve_user(std::path::Path::new(&rootfs), u, &[])?;
+        process["user"] =
+            json!({"uid": user.uid, "gid": user.gid, "additionalGids": user.additional_gids});
+    }
+    if a.privileged {
+        let all = hako_engine::spec::capabilities(&ContainerConfig {
+            privileged: true,
+            ..Default::default()
+        })?;
+        process["capabilities"] = json!({"bounding": all, "effective": all, "permitted": all});
+    }
+    let process: oci_spec::runtime::Process =
+        serde_json::from_value(process).context("the exec process")?;
+    let root = e.runtime_root(&c);
+    let (console, mut ours) = if a.tty {
+        let (x, y) = std::os::unix::net::UnixStream::pair().context("socketpair")?;
+        (Some(x), Some(y))
+    } else {
+        (None, None)
+    };
+    if a.detach {
+        // Detached: no stdio from here.
+        let null = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")?;
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors; no memory involved.
+            unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) };
+        }
+    }
+    let pid = hako_runtime::exec::exec(
+        &root,
+        &c.id,
+        &process,
+        hako_runtime::ExecOptions {
+            console_socket: None,
+            console_stream: console,
+            pid_file: None,
+            preserve_fds: 0,
+        },
+    )
+    .map_err(|err| {
+        let text = err.to_string();
+        let code = if text.contains("not found") || text.contains("No such file") {
+            127
+        } else {
+            126
+        };
+        anyhow::Error::new(ExitError {
+            code,
+            message: text,
+        })
+    })?;
+    if a.detach {
+        return Ok(0);
+    }
+    let _pty = match ours.take() {
+        Some(s) => Some(proxy_pty(&s, a.interactive)?),
+        None => None,
+    };
+    let set = hako_runtime::container::block_signals();
+    let code = hako_runtime::container::wait_forwarding(pid, &set)?;
+    Ok(code)
+}
+
+/// Copies between our terminal and the exec's pty until the pty closes.
+fn proxy_pty(
+    s: &std::os::unix::net::UnixStream,
+    interactive: bool,
+) -> Result<std::thread::JoinHandle<()>> {
+    let master = hako_runtime::receive_console(s)?;
+    let raw = if std::io::stdin().is_terminal() {
+        Some(RawTerminal::enable()?)
+    } else {
+        None
+    };
+    let mut out = std::fs::File::from(master);
+    if interactive {
+        let mut w = out.try_clone()?;
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut w);
+        });
+    }
+    Ok(std::thread::spawn(move || {
+        let _ = std::io::copy(&mut out, &mut std::io::stdout());
+        drop(raw);
+    }))
+}
+
+pub fn port(ctx: &Ctx, name: &str) -> Result<i32> {
+    // No published ports until bridge networks exist; the container must
+    // exist all the same.
+    engine(ctx)?.get(name)?;
+    Ok(0)
+}

@@ -1,0 +1,536 @@
+//! `hako` container verbs on real containers, from a busybox image pulled
+//! from a local registry: foreground and detached runs, exit codes, logs,
+//! exec, stop/kill/wait, restart policies, external runtimes, crashes of
+//! `hako` and of the monitor, and forty parallel `run -d`. Each test has
+//! its own `--root`/`--runroot` and ends with nothing left behind.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+use common::*;
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The monitor binary beside `hako` (a workspace test run builds it; a
+/// run of this package alone may not have).
+fn ensure_monitor() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let hako = Path::new(env!("CARGO_BIN_EXE_hako"));
+        if !hako.with_file_name("hako-monitor").exists() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let st = Command::new(cargo)
+                .args(["build", "-p", "hako-monitor"])
+                .status()
+                .unwrap();
+            assert!(st.success(), "build hako-monitor");
+        }
+    });
+}
+
+/// A store with `busybox` pulled from a registry of its own.
+struct Setup {
+    h: Hako,
+    _reg: Registry,
+    image: String,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        ensure_monitor();
+        let reg = Registry::start();
+        let img = ImageBuilder::new()
+            .layer(busybox_layer(), Compression::Gzip)
+            .config("Cmd", serde_json::json!(["sh"]))
+            .config("Env", serde_json::json!(["FROM_IMAGE=1", "PATH=/bin"]))
+            .build();
+        let dest = reg.image("tools/busybox:1");
+        img.into_layout("1").push("1", &dest);
+        let h = Hako::new();
+        h.ok(&["pull", "-q", &dest]);
+        Setup {
+            h,
+            _reg: reg,
+            image: dest,
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        self.h.run(args)
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        self.h.ok(args)
+    }
+
+    fn inspect(&self, name: &str) -> Value {
+        let out = self.ok(&["container", "inspect", name]);
+        serde_json::from_str::<Value>(&out).unwrap()[0].clone()
+    }
+
+    /// Removes every container, then checks nothing is left: no records,
+    /// mounts, run directories, cgroups or processes of its containers.
+    fn finish(self) {
+        let ids: Vec<String> = self
+            .ok(&["ps", "-a", "-q", "--no-trunc"])
+            .lines()
+            .map(String::from)
+            .collect();
+        for id in &ids {
+            self.ok(&["rm", "-f", id]);
+        }
+        assert_eq!(self.ok(&["ps", "-a", "-q"]), "");
+        let run = self.h.dir.path().join("run");
+        assert!(
+            std::fs::read_dir(run.join("containers"))
+                .map(|d| d.count())
+                .unwrap_or(0)
+                == 0,
+            "run directories left"
+        );
+        assert!(
+            std::fs::read_dir(self.h.root().join("containers"))
+                .map(|d| d.count())
+                .unwrap_or(0)
+                == 0,
+            "container directories left"
+        );
+        assert!(self.h.entries("snapshots").is_empty(), "snapshots left");
+        for id in &ids {
+            hako_testutil::LeakCheck::new(&[self.h.dir.path()], id).assert_clean();
+        }
+        assert_no_mounts_under(self.h.dir.path());
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn foreground_run_output_and_exit_codes() {
+    let s = Setup::new();
+    let out = s.run(&[
+        "run",
+        "--rm",
+        &s.image,
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "out\n");
+    assert!(text(&out.stderr).contains("err\n"));
+    // The image's Cmd and Env.
+    let out = s.run(&["run", "--rm", "-i", &s.image]);
+    assert_eq!(out.status.code(), Some(0));
+    let mut child =
+        s.h.cmd()
+            .args([
+                "run",
+                "--rm",
+                "-i",
+                &s.image,
+                "sh",
+                "-c",
+                "cat; echo $FROM_IMAGE",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"from stdin\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(text(&out.stdout), "from stdin\n1\n");
+    // Docker's codes: 127 not found, 126 not executable, 125 hako's own
+    // failure (128+N for a signal: see the detached test's kill).
+    let out = s.run(&["run", "--rm", &s.image, "no-such-program"]);
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
+    let out = s.run(&["run", "--rm", &s.image, "/etc/passwd"]);
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
+    let out = s.run(&["run", "--rm", "--pull", "never", "no-such-image:1", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("no-such-image"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The spec from flags: user, env, workdir (made), hostname, read-only
+    // root, capabilities, /dev/shm, /etc files.
+    let out = s.ok(&[
+        "run", "--rm", "-u", "1000:1000", "-e", "FOO=bar", "-w", "/made/here", "--hostname",
+        "box", "--read-only", "--cap-drop", "ALL", "--add-host", "db:10.1.2.3", &s.image, "sh",
+        "-c",
+        "id -u; id -g; echo $FOO; pwd; hostname; touch /x 2>/dev/null || echo ro; grep CapEff /proc/self/status; grep db /etc/hosts; df /dev/shm | tail -1",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        &lines[..6],
+        ["1000", "1000", "bar", "/made/here", "box", "ro"],
+        "{out}"
+    );
+    assert!(lines[6].ends_with("0000000000000000"), "{out}");
+    assert!(lines[7].starts_with("10.1.2.3"), "{out}");
+    assert!(lines[8].contains("65536"), "{out}");
+    // The default capabilities are Docker's.
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        &s.image,
+        "grep",
+        "CapEff",
+        "/proc/self/status",
+    ]);
+    assert!(out.trim().ends_with("00000000a80425fb"), "{out}");
+    // No network but loopback, and it is up.
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        &s.image,
+        "sh",
+        "-c",
+        "ls /sys/class/net; cat /sys/class/net/lo/operstate",
+    ]);
+    assert_eq!(out, "lo\nunknown\n");
+    s.finish();
+}
+
+#[test]
+fn detached_lifecycle_logs_exec_stop_wait() {
+    let s = Setup::new();
+    let script = "echo started; trap 'echo got TERM; exit 7' TERM; while true; do sleep 0.1; done";
+    let id = s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--label",
+        "tier=front",
+        &s.image,
+        "sh",
+        "-c",
+        script,
+    ]);
+    let id = id.trim().to_string();
+    assert_eq!(id.len(), 64);
+    assert_eq!(s.ok(&["ps", "-q"]).trim(), &id[..12]);
+    assert_eq!(
+        s.ok(&[
+            "ps",
+            "--filter",
+            "label=tier=front",
+            "--format",
+            "{{.Names}}"
+        ]),
+        "web\n"
+    );
+    assert!(s.ok(&["ps"]).contains("Up "));
+    // The same name again is refused.
+    let out = s.run(&["run", "-d", "--name", "web", &s.image, "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("already in use"),
+        "{}",
+        text(&out.stderr)
+    );
+    wait_for("the first log line", || {
+        s.ok(&["logs", "web"]) == "started\n"
+    });
+    // exec: output, exit code, env of the container, a missing program.
+    assert_eq!(
+        s.ok(&["exec", "web", "sh", "-c", "echo in; echo $FROM_IMAGE"]),
+        "in\n1\n"
+    );
+    assert_eq!(
+        s.run(&["exec", &id[..6], "sh", "-c", "exit 4"])
+            .status
+            .code(),
+        Some(4)
+    );
+    assert_eq!(s.run(&["exec", "web", "nope"]).status.code(), Some(127));
+    let st = s.inspect("web");
+    assert_eq!(st["State"]["Status"], "running");
+    assert!(st["State"]["Pid"].as_i64().unwrap() > 0);
+    // A monitor process per container, which is the init's parent.
+    let pid = st["State"]["Pid"].as_i64().unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let ppid: i64 = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{ppid}/comm")).unwrap(),
+        "hako-monitor\n"
+    );
+    // rm of a running container is refused; stop sends TERM.
+    assert!(!s.run(&["rm", "web"]).status.success());
+    s.ok(&["stop", "web"]);
+    let st = s.inspect("web");
+    assert_eq!(st["State"]["Status"], "exited");
+    assert_eq!(st["State"]["ExitCode"], 7);
+    assert_eq!(s.ok(&["logs", "--tail", "1", "web"]), "got TERM\n");
+    assert!(s.ok(&["ps", "-a"]).contains("Exited (7)"));
+    assert_eq!(s.ok(&["ps", "-q"]), "");
+    // Start again; kill; wait reports 137.
+    s.ok(&["start", "web"]);
+    assert_eq!(s.inspect("web")["State"]["Status"], "running");
+    let waiter =
+        s.h.cmd()
+            .args(["wait", "web"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    s.ok(&["kill", "web"]);
+    assert_eq!(text(&waiter.wait_with_output().unwrap().stdout), "137\n");
+    assert_eq!(s.ok(&["logs", "web"]), "started\ngot TERM\nstarted\n");
+    let ts = s.ok(&["logs", "-t", "web"]);
+    assert!(ts.starts_with("20") && ts.contains("Z started"), "{ts}");
+    s.ok(&["rename", "web", "web2"]);
+    s.ok(&["rm", "web2"]);
+    assert!(!s.run(&["inspect", "web2"]).status.success());
+    s.finish();
+}
+
+#[test]
+fn restart_policy_without_a_daemon() {
+    let s = Setup::new();
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:2",
+        &s.image,
+        "sh",
+        "-c",
+        "echo try; exit 1",
+    ]);
+    wait_for("two restarts and the end", || {
+        let st = s.inspect("flaky");
+        st["State"]["Status"] == "exited" && st["RestartCount"] == 2
+    });
+    assert_eq!(s.ok(&["logs", "flaky"]), "try\ntry\ntry\n");
+    assert_eq!(s.inspect("flaky")["State"]["ExitCode"], 1);
+    // always: restarts after a clean exit too, and stop ends it for good.
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "again",
+        "--restart",
+        "always",
+        &s.image,
+        "sh",
+        "-c",
+        "echo a; sleep 0.2",
+    ]);
+    wait_for("a restart", || {
+        s.ok(&["logs", "again"]).lines().count() >= 2
+    });
+    s.ok(&["stop", "-t", "1", "again"]);
+    assert_eq!(s.inspect("again")["State"]["Status"], "exited");
+    s.finish();
+}
+
+#[test]
+fn external_runtimes_runc_and_crun() {
+    let s = Setup::new();
+    for rt in ["runc", "crun"] {
+        let out = s.run(&[
+            "run",
+            "--rm",
+            "--runtime",
+            rt,
+            &s.image,
+            "sh",
+            "-c",
+            "echo via; exit 5",
+        ]);
+        assert_eq!(out.status.code(), Some(5), "{rt}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), "via\n", "{rt}");
+        s.ok(&[
+            "run",
+            "-d",
+            "--name",
+            rt,
+            "--runtime",
+            rt,
+            &s.image,
+            "sleep",
+            "60",
+        ]);
+        assert_eq!(s.inspect(rt)["State"]["Status"], "running");
+        s.ok(&["rm", "-f", rt]);
+    }
+    s.finish();
+}
+
+#[test]
+fn log_rotation_by_size() {
+    let s = Setup::new();
+    s.ok(&[
+        "run",
+        "--name",
+        "chatty",
+        "--log-opt",
+        "max-size=2k",
+        "--log-opt",
+        "max-file=2",
+        &s.image,
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 200 ]; do echo line-$i; i=$((i+1)); done",
+    ]);
+    let st = s.inspect("chatty");
+    let log = st["LogPath"].as_str().unwrap().to_string();
+    let size = |p: &str| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    assert!(size(&log) <= 2048, "{}", size(&log));
+    assert!(size(&format!("{log}.1")) > 0);
+    assert!(!Path::new(&format!("{log}.2")).exists());
+    let last = s.ok(&["logs", "--tail", "1", "chatty"]);
+    assert_eq!(last, "line-199\n");
+    s.finish();
+}
+
+/// SIGKILL of the `hako` client, of the monitor, and of the container's
+/// init with its monitor gone: the next commands tell the truth and
+/// `rm -f` releases everything.
+#[test]
+fn crashes_of_hako_and_the_monitor_are_repaired() {
+    let s = Setup::new();
+    // The client of a foreground run dies: the container goes on.
+    let mut client =
+        s.h.cmd()
+            .args(["run", "--name", "fg", &s.image, "sleep", "60"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+    wait_for("the container to run", || {
+        s.run(&["inspect", "fg"]).status.success()
+            && s.inspect("fg")["State"]["Status"] == "running"
+    });
+    client.kill().unwrap();
+    client.wait().unwrap();
+    assert_eq!(s.inspect("fg")["State"]["Status"], "running");
+    s.ok(&["rm", "-f", "fg"]);
+
+    // The monitor dies: the container is still running (and says so);
+    // rm -f ends it.
+    s.ok(&["run", "-d", "--name", "orphan", &s.image, "sleep", "60"]);
+    let pid = s.inspect("orphan")["State"]["Pid"].as_i64().unwrap();
+    let ppid = ppid_of(pid);
+    unsafe_kill(ppid);
+    wait_for("the monitor to go", || {
+        !Path::new(&format!("/proc/{ppid}")).exists() || zombie(ppid)
+    });
+    assert_eq!(s.inspect("orphan")["State"]["Status"], "running");
+    // Its init dies too: no one saw the exit, and ps says so.
+    unsafe_kill(i32::try_from(pid).unwrap());
+    wait_for("the exit to be seen", || {
+        s.inspect("orphan")["State"]["Status"] == "exited"
+    });
+    assert_eq!(s.inspect("orphan")["State"]["ExitCode"], 255);
+    s.ok(&["rm", "orphan"]);
+
+    // The monitor dies with a running container, which rm -f then ends.
+    s.ok(&["run", "-d", "--name", "lost", &s.image, "sleep", "60"]);
+    let pid = s.inspect("lost")["State"]["Pid"].as_i64().unwrap();
+    unsafe_kill(ppid_of(pid));
+    s.ok(&["rm", "-f", "lost"]);
+    wait_for("the init to go", || {
+        !Path::new(&format!("/proc/{pid}")).exists() || zombie(i32::try_from(pid).unwrap())
+    });
+    s.finish();
+}
+
+fn ppid_of(pid: i64) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat.rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit(')').next().unwrap().trim_start().starts_with('Z'))
+        .unwrap_or(true)
+}
+
+/// SIGKILL to a process this test started (through hako).
+fn unsafe_kill(pid: i32) {
+    let st = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn forty_parallel_detached_runs() {
+    let s = Setup::new();
+    let children: Vec<_> = (0..40)
+        .map(|i| {
+            s.h.cmd()
+                .args([
+                    "run",
+                    "-d",
+                    "--name",
+                    &format!("p{i}"),
+                    &s.image,
+                    "sleep",
+                    "60",
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let running = s.ok(&["ps", "-q"]);
+    assert_eq!(running.lines().count(), 40);
+    let removers: Vec<_> = (0..40)
+        .map(|i| {
+            s.h.cmd()
+                .args(["rm", "-f", &format!("p{i}")])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut r in removers {
+        assert!(r.wait().unwrap().success());
+    }
+    s.finish();
+}

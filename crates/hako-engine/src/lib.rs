@@ -1,0 +1,1134 @@
+//! hako-engine: containers without a daemon.
+//!
+//! State is a SQLite database shared by every `hako` process plus a file
+//! lock per container. A running container has a monitor
+//! (`hako-monitor`), which is its parent and outlives the command that
+//! started it; the engine talks to it over its socket and reads the exit
+//! it records. Any command that finds a container whose monitor is gone
+//! repairs the record and releases what the container held.
+
+pub mod db;
+pub mod error;
+pub mod rootfs;
+pub mod spec;
+
+use error::IoContext;
+pub use error::{Error, Result};
+use hako_image::snapshot::Snapshotter;
+use hako_image::store::Store;
+pub use hako_monitor::RestartPolicy;
+use hako_monitor::{ExitRecord, MonitorConfig, Ready, Request};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Created,
+    Running,
+    Paused,
+    Exited,
+    Removing,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Exited => "exited",
+            Status::Removing => "removing",
+        }
+    }
+
+    pub fn parse(s: &str) -> Status {
+        match s {
+            "running" => Status::Running,
+            "paused" => Status::Paused,
+            "exited" => Status::Exited,
+            "removing" => Status::Removing,
+            _ => Status::Created,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountKind {
+    #[default]
+    Bind,
+    Volume,
+    Tmpfs,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct MountSpec {
+    pub kind: MountKind,
+    pub source: String,
+    pub target: String,
+    pub readonly: bool,
+    #[serde(default)]
+    pub options: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Ulimit {
+    pub name: String,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// What a container was created with: the image's config merged with the
+/// options of `create`/`run`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ContainerConfig {
+    pub name_hint: Option<String>,
+    pub entrypoint: Vec<String>,
+    /// `--entrypoint` was given (even empty): the image's Entrypoint and
+    /// Cmd are not used.
+    pub entrypoint_given: bool,
+    pub cmd: Vec<String>,
+    /// `-e` and `--env-file` (the image's are in `image_env`).
+    pub env: Vec<String>,
+    pub image_env: Vec<String>,
+    pub workdir: String,
+    pub user: String,
+    pub tty: bool,
+    pub interactive: bool,
+    pub auto_remove: bool,
+    pub restart: RestartPolicy,
+    pub max_restarts: u32,
+    pub hostname: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub network: String,
+    pub stop_signal: Option<String>,
+    pub stop_timeout: Option<u32>,
+    pub read_only: bool,
+    pub privileged: bool,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub mounts: Vec<MountSpec>,
+    pub memory: Option<i64>,
+    pub memory_swap: Option<i64>,
+    pub cpus: Option<f64>,
+    pub cpu_shares: Option<u64>,
+    pub cpuset_cpus: Option<String>,
+    pub pids_limit: Option<i64>,
+    pub ulimits: Vec<Ulimit>,
+    pub no_new_privileges: bool,
+    /// A seccomp section for the spec; `None` with `seccomp=unconfined`.
+    pub seccomp_profile: Option<serde_json::Value>,
+    pub sysctls: BTreeMap<String, String>,
+    pub group_add: Vec<String>,
+    pub add_hosts: Vec<String>,
+    pub dns: Vec<String>,
+    pub shm_size: Option<u64>,
+    /// An external OCI runtime binary.
+    pub runtime: Option<PathBuf>,
+    pub log_max_size: u64,
+    pub log_max_files: u32,
+    /// Run from this directory instead of an image (`--rootfs`).
+    pub rootfs: Option<PathBuf>,
+}
+
+/// A container as the database records it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Container {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub image_id: String,
+    pub created: String,
+    pub config: ContainerConfig,
+    pub status: Status,
+    pub pid: i32,
+    pub monitor_pid: i32,
+    pub monitor_start: u64,
+    pub started_at: String,
+    pub finished_at: String,
+    pub exit_code: i32,
+    pub restart_count: u32,
+    pub error: String,
+}
+
+impl Container {
+    pub fn short_id(&self) -> &str {
+        &self.id[..12]
+    }
+
+    /// The program and its arguments.
+    pub fn command(&self) -> Vec<String> {
+        let mut v = self.config.entrypoint.clone();
+        v.extend(self.config.cmd.iter().cloned());
+        v
+    }
+}
+
+/// A lock on one container, held for the length of an operation.
+pub struct ContainerLock {
+    _file: fs::File,
+}
+
+/// How `start` hands over the container's streams.
+pub struct Attached {
+    pub stream: BufReader<UnixStream>,
+}
+
+pub struct Engine {
+    pub root: PathBuf,
+    pub runroot: PathBuf,
+    db: db::Db,
+    monitor_bin: PathBuf,
+    /// The exit command the monitors run: `hako --root … container cleanup`.
+    hako_bin: PathBuf,
+}
+
+/// The start time of a process (clock ticks after boot), which tells a
+/// live process from a later one that got the same pid.
+pub fn process_start(pid: i32) -> Option<u64> {
+    if pid <= 0 {
+        return None;
+    }
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields count from
+    // the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let state = rest.split(' ').next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+fn random_id() -> Result<String> {
+    let mut bytes = [0u8; 32];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .ctx(|| "read /dev/urandom".into())?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Docker-style `adjective_surname` names.
+fn random_name(seed: &str) -> String {
+    const ADJ: &[&str] = &[
+        "brave", "calm", "clever", "eager", "fervent", "gentle", "happy", "keen", "lucid", "nifty",
+        "quiet", "serene", "sharp", "swift", "tender", "vibrant", "wise", "zealous",
+    ];
+    const NAMES: &[&str] = &[
+        "curie", "darwin", "euler", "fermi", "gauss", "hopper", "kepler", "lovelace", "noether",
+        "pascal", "ritchie", "turing", "volta", "wozniak", "yalow", "zuse", "hamilton", "shannon",
+    ];
+    let n = u64::from_str_radix(&seed[..8], 16).unwrap_or(0);
+    let a = ADJ[usize::try_from(n % ADJ.len() as u64).unwrap_or(0)];
+    let b = NAMES[usize::try_from((n / 64) % NAMES.len() as u64).unwrap_or(0)];
+    format!("{a}_{b}")
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+pub fn now() -> String {
+    hako_runtime::state::now_rfc3339()
+}
+
+/// The number of a signal given as `KILL`, `SIGKILL` or `9`.
+pub fn parse_signal(s: &str) -> Result<i32> {
+    if let Ok(n) = s.parse::<i32>()
+        && (1..=64).contains(&n)
+    {
+        return Ok(n);
+    }
+    let up = s.to_ascii_uppercase();
+    let name = up.strip_prefix("SIG").unwrap_or(&up);
+    format!("SIG{name}")
+        .parse::<nix::sys::signal::Signal>()
+        .map(|s| s as i32)
+        .map_err(|_| Error::Invalid(format!("invalid signal: {s}")))
+}
+
+impl Engine {
+    pub fn open(root: &Path, runroot: &Path, hako_bin: &Path) -> Result<Engine> {
+        for d in [
+            root.join("containers"),
+            runroot.join("containers"),
+            runroot.join("locks"),
+        ] {
+            fs::create_dir_all(&d).ctx(|| format!("create {}", d.display()))?;
+        }
+        let monitor_bin = std::env::var_os("HAKO_MONITOR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| hako_bin.with_file_name("hako-monitor"));
+        Ok(Engine {
+            root: root.to_path_buf(),
+            runroot: runroot.to_path_buf(),
+            db: db::Db::open(root)?,
+            monitor_bin,
+            hako_bin: hako_bin.to_path_buf(),
+        })
+    }
+
+    pub fn store(&self) -> Result<Store> {
+        Ok(Store::open(&self.root)?)
+    }
+
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.root.join("containers").join(id)
+    }
+
+    pub fn run_dir(&self, id: &str) -> PathBuf {
+        self.runroot.join("containers").join(id)
+    }
+
+    /// The OCI runtime's state root for a container's runtime.
+    pub fn runtime_root(&self, c: &Container) -> PathBuf {
+        match &c.config.runtime {
+            None => self.runroot.join("runtime"),
+            Some(bin) => self.runroot.join("runtimes").join(
+                bin.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "external".into()),
+            ),
+        }
+    }
+
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.container_dir(id).join(format!("{id}-json.log"))
+    }
+
+    pub fn lock(&self, id: &str) -> Result<ContainerLock> {
+        let path = self.runroot.join("locks").join(format!("{id}.lock"));
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .ctx(|| format!("open {}", path.display()))?;
+        file.lock().ctx(|| format!("lock {}", path.display()))?;
+        Ok(ContainerLock { _file: file })
+    }
+
+    pub fn lookup(&self, what: &str) -> Result<Container> {
+        self.db.lookup(what)
+    }
+
+    /// Every container, each with its status brought up to date.
+    pub fn list(&mut self) -> Result<Vec<Container>> {
+        let all = self.db.all()?;
+        let mut out = Vec::with_capacity(all.len());
+        for c in all {
+            match self.refresh(c) {
+                Ok(Some(c)) => out.push(c),
+                Ok(None) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// A container by id, name or prefix, with its status brought up to date.
+    pub fn get(&mut self, what: &str) -> Result<Container> {
+        let c = self.db.lookup(what)?;
+        let id = c.id.clone();
+        self.refresh(c)?
+            .ok_or_else(|| Error::NotFound(format!("no such container: {id}")))
+    }
+
+    fn monitor_alive(c: &Container) -> bool {
+        c.monitor_pid > 0 && process_start(c.monitor_pid) == Some(c.monitor_start)
+    }
+
+    /// Makes the record tell the truth: a running container whose monitor
+    /// recorded an exit, or whose monitor is gone, is settled and its
+    /// resources released. `None` when it was removed meanwhile (`--rm`).
+    fn refresh(&mut self, c: Container) -> Result<Option<Container>> {
+        if !matches!(
+            c.status,
+            Status::Running | Status::Paused | Status::Removing
+        ) {
+            return Ok(Some(c));
+        }
+        if c.status != Status::Removing {
+            let exit = hako_monitor::read_exit(&self.container_dir(&c.id));
+            let ended = exit.as_ref().is_some_and(|e| !e.restarting);
+            if Self::monitor_alive(&c) && !ended {
+                return Ok(Some(self.paused_or_running(c)));
+            }
+            if Self::monitor_alive(&c) {
+                // Exited; its monitor is releasing it right now.
+                return Ok(Some(Self::with_exit(c, exit.as_ref())));
+            }
+        }
+        // The monitor is gone: finish its work.
+        let id = c.id.clone();
+        self.cleanup(&id, false)?;
+        self.db.get(&id)
+    }
+
+    fn paused_or_running(&self, mut c: Container) -> Container {
+        let root = self.runtime_root(&c);
+        if c.config.runtime.is_none()
+            && let Ok(st) = hako_runtime::container::state(&root, &c.id)
+        {
+            c.status = if st.status == hako_runtime::state::Status::Paused {
+                Status::Paused
+            } else {
+                Status::Running
+            };
+        }
+        c
+    }
+
+    fn with_exit(mut c: Container, exit: Option<&ExitRecord>) -> Container {
+        c.status = Status::Exited;
+        match exit {
+            Some(e) => {
+                c.exit_code = e.exit_code;
+                c.finished_at = e.finished_at.clone();
+                c.restart_count = e.restarts;
+                if let Some(err) = &e.error {
+                    c.error = err.clone();
+                }
+            }
+            None => {
+                // No one saw the exit: Docker's code for "unknown".
+                c.exit_code = 255;
+                c.finished_at = now();
+                c.error = "the container's monitor died; its exit status is unknown".into();
+            }
+        }
+        c
+    }
+
+    /// Creates a container from an image (pulled already) or a root
+    /// directory (`config.rootfs`).
+    pub fn create(
+        &mut self,
+        image_name: &str,
+        image: Option<&hako_image::store::Image>,
+        mut config: ContainerConfig,
+        name: Option<&str>,
+    ) -> Result<Container> {
+        let id = random_id()?;
+        let name = match name {
+            Some(n) => {
+                let n = n.strip_prefix('/').unwrap_or(n);
+                if !valid_name(n) {
+                    return Err(Error::Invalid(format!(
+                        "invalid container name {n:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+                    )));
+                }
+                n.to_string()
+            }
+            None => format!("{}_{}", random_name(&id), &id[..4]),
+        };
+        config.name_hint = Some(name.clone());
+        let mut image_id = String::new();
+        if let Some(img) = image {
+            image_id = img.id.to_string();
+            let ic = img.config.config.clone().unwrap_or_default();
+            let strings = |v: &serde_json::Value| -> Vec<String> {
+                v.as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|s| s.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            config.image_env = strings(&ic["Env"]);
+            let image_entrypoint = strings(&ic["Entrypoint"]);
+            let image_cmd = strings(&ic["Cmd"]);
+            // Docker: an --entrypoint drops the image's Cmd too.
+            if !config.entrypoint_given {
+                config.entrypoint = image_entrypoint;
+                if config.cmd.is_empty() {
+                    config.cmd = image_cmd;
+                }
+            }
+            if config.workdir.is_empty() {
+                config.workdir = ic["WorkingDir"].as_str().unwrap_or("").to_string();
+            }
+            if config.user.is_empty() {
+                config.user = ic["User"].as_str().unwrap_or("").to_string();
+            }
+            if config.stop_signal.is_none() {
+                config.stop_signal = ic["StopSignal"].as_str().map(String::from);
+            }
+            if let Some(labels) = ic["Labels"].as_object() {
+                for (k, v) in labels {
+                    if let Some(v) = v.as_str() {
+                        config
+                            .labels
+                            .entry(k.clone())
+                            .or_insert_with(|| v.to_string());
+                    }
+                }
+            }
+        }
+        if config.entrypoint.is_empty() && config.cmd.is_empty() {
+            return Err(Error::Invalid(
+                "no command specified: the image has no Cmd or Entrypoint; give a command after the image name".into(),
+            ));
+        }
+        if config.network.is_empty() {
+            config.network = "none".into();
+        }
+        if !matches!(config.network.as_str(), "none" | "host") {
+            return Err(Error::Invalid(format!(
+                "network {:?}: only \"none\" and \"host\" are available (bridge networks are not there yet)",
+                config.network
+            )));
+        }
+        spec::capabilities(&config)?;
+        let c = Container {
+            id: id.clone(),
+            name,
+            image: image_name.to_string(),
+            image_id,
+            created: now(),
+            config,
+            status: Status::Created,
+            pid: 0,
+            monitor_pid: 0,
+            monitor_start: 0,
+            started_at: String::new(),
+            finished_at: String::new(),
+            exit_code: 0,
+            restart_count: 0,
+            error: String::new(),
+        };
+        // The record first: a name taken by a parallel create fails here,
+        // before any work. A crash after it leaves a record that `rm`
+        // clears, whatever else was made.
+        self.db.insert(&c)?;
+        let res = (|| -> Result<()> {
+            let dir = self.container_dir(&id);
+            fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
+            if let Some(img) = image {
+                let store = self.store()?;
+                store
+                    .create_snapshot(&id, &img.chain_ids(), Some(&img.id), Snapshotter::Overlay)
+                    .or_else(|_| {
+                        store.create_snapshot(
+                            &id,
+                            &img.chain_ids(),
+                            Some(&img.id),
+                            Snapshotter::Copy,
+                        )
+                    })?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = res {
+            let _ = self.remove_files(&c);
+            let _ = self.db.delete(&id);
+            return Err(e);
+        }
+        Ok(c)
+    }
+
+    fn rootfs_path(&self, c: &Container) -> Result<PathBuf> {
+        match &c.config.rootfs {
+            Some(p) => Ok(p.clone()),
+            None => Ok(self.store()?.snapshot(&c.id)?.merged_dir()),
+        }
+    }
+
+    /// Mounts the root filesystem and writes the bundle.
+    fn prepare(&self, c: &Container) -> Result<PathBuf> {
+        let dir = self.container_dir(&c.id);
+        let rootfs = self.rootfs_path(c)?;
+        if c.config.rootfs.is_none() {
+            let store = self.store()?;
+            let snap = store.snapshot(&c.id)?;
+            hako_image::snapshot::unmount(&rootfs)?;
+            snap.mount(&store, &rootfs)?;
+        }
+        let res = (|| -> Result<()> {
+            let user = rootfs::resolve_user(&rootfs, &c.config.user, &c.config.group_add)?;
+            let cwd = if c.config.workdir.is_empty() {
+                "/".to_string()
+            } else {
+                c.config.workdir.clone()
+            };
+            if !cwd.starts_with('/') {
+                return Err(Error::Invalid(format!(
+                    "the working directory {cwd:?} is not absolute"
+                )));
+            }
+            rootfs::make_dirs(&rootfs, &cwd)?;
+            for m in &c.config.mounts {
+                rootfs::make_dirs(&rootfs, &m.target)?;
+            }
+            let hostname = c.config.hostname.clone().unwrap_or_else(|| {
+                if c.config.network == "host" {
+                    nix::unistd::gethostname()
+                        .map(|h| h.to_string_lossy().into_owned())
+                        .unwrap_or_else(|_| c.short_id().to_string())
+                } else {
+                    c.short_id().to_string()
+                }
+            });
+            let host_net = c.config.network == "host";
+            let files = [
+                ("hostname", format!("{hostname}\n")),
+                (
+                    "hosts",
+                    spec::hosts_file(&hostname, &c.config.add_hosts, host_net)?,
+                ),
+                ("resolv.conf", spec::resolv_conf(&c.config.dns, host_net)?),
+            ];
+            for (name, text) in files {
+                fs::write(dir.join(name), text)
+                    .ctx(|| format!("write {}", dir.join(name).display()))?;
+            }
+            let env = spec::environment(&c.config.image_env, &c.config, &hostname, &user.home);
+            let mut cfg = c.config.clone();
+            cfg.hostname = Some(hostname);
+            let spec = spec::generate(&cfg, &c.id, &rootfs, &c.command(), env, &cwd, &user, &dir)?;
+            let bytes =
+                serde_json::to_vec_pretty(&spec).map_err(|e| Error::Invalid(e.to_string()))?;
+            hako_monitor::write_atomic(&dir.join("config.json"), &bytes)
+                .ctx(|| format!("write {}", dir.join("config.json").display()))
+        })();
+        if let Err(e) = res {
+            if c.config.rootfs.is_none() {
+                let _ = hako_image::snapshot::unmount(&rootfs);
+            }
+            return Err(e);
+        }
+        Ok(dir)
+    }
+
+    /// Starts a created or exited container: a new monitor creates it, and
+    /// the program runs. With `attach`, the returned stream carries its
+    /// output from the first byte (and takes stdin with `stdin`).
+    pub fn start(
+        &mut self,
+        what: &str,
+        attach: bool,
+        stdin: bool,
+    ) -> Result<(Container, Option<Attached>)> {
+        let found = self.db.lookup(what)?;
+        let _lock = self.lock(&found.id)?;
+        let Some(mut c) = self.refresh(self.db.lookup(&found.id)?)? else {
+            return Err(Error::NotFound(format!("no such container: {what}")));
+        };
+        match c.status {
+            Status::Running | Status::Paused => {
+                return Err(Error::Conflict(format!(
+                    "container {} is running already",
+                    c.name
+                )));
+            }
+            Status::Removing => {
+                return Err(Error::Conflict(format!(
+                    "container {} is being removed",
+                    c.name
+                )));
+            }
+            _ => {}
+        }
+        let bundle = self.prepare(&c)?;
+        let run_dir = self.run_dir(&c.id);
+        let _ = fs::remove_dir_all(&run_dir);
+        fs::create_dir_all(&run_dir).ctx(|| format!("create {}", run_dir.display()))?;
+        let runtime_root = self.runtime_root(&c);
+        // A runtime state left by a crash would block the create.
+        self.runtime_delete(&c);
+        let mut exit_command = vec![
+            self.hako_bin.display().to_string(),
+            "--root".into(),
+            self.root.display().to_string(),
+            "--runroot".into(),
+            self.runroot.display().to_string(),
+            "container".into(),
+            "cleanup".into(),
+            "--from-monitor".into(),
+        ];
+        exit_command.push(c.id.clone());
+        let mcfg = MonitorConfig {
+            id: c.id.clone(),
+            runtime_root,
+            bundle: bundle.clone(),
+            runtime: c.config.runtime.clone(),
+            container_dir: bundle.clone(),
+            log_path: self.log_path(&c.id),
+            log_max_size: c.config.log_max_size,
+            log_max_files: c.config.log_max_files,
+            tty: c.config.tty,
+            stdin: c.config.interactive,
+            restart: c.config.restart.clone(),
+            max_restarts: c.config.max_restarts,
+            exit_command,
+        };
+        let bytes = serde_json::to_vec(&mcfg).map_err(|e| Error::Invalid(e.to_string()))?;
+        fs::write(run_dir.join(hako_monitor::CONFIG_FILE), bytes)
+            .ctx(|| format!("write {}", run_dir.display()))?;
+        let ready = match self.spawn_monitor(&run_dir) {
+            Ok(r) => r,
+            Err(e) => {
+                self.release(&c);
+                return Err(e);
+            }
+        };
+        if let Some(err) = ready.error {
+            // The monitor ends and its cleanup runs; wait for neither.
+            let code = start_failure_code(&err);
+            c.status = Status::Exited;
+            c.exit_code = code;
+            c.error = err.clone();
+            c.finished_at = now();
+            self.db.update(&c)?;
+            return Err(Error::Start { message: err, code });
+        }
+        c.status = Status::Running;
+        c.pid = ready.pid;
+        c.monitor_pid = ready.monitor_pid;
+        c.monitor_start = process_start(ready.monitor_pid).unwrap_or(0);
+        c.started_at = now();
+        c.finished_at = String::new();
+        c.exit_code = 0;
+        c.error = String::new();
+        self.db.update(&c)?;
+        if c.config.network == "none" {
+            loopback_up(c.pid)?;
+        }
+        let req = Request {
+            attach,
+            stdin,
+            start: true,
+            ..Default::default()
+        };
+        let (reply, stream) = hako_monitor::request(&run_dir, &req)
+            .map_err(|e| Error::io(format!("talk to the monitor of {}", c.name), e))?;
+        if let Some(err) = reply.error {
+            let code = start_failure_code(&err);
+            return Err(Error::Start { message: err, code });
+        }
+        Ok((c, attach.then_some(Attached { stream })))
+    }
+
+    fn spawn_monitor(&self, run_dir: &Path) -> Result<Ready> {
+        let mut child = std::process::Command::new(&self.monitor_bin)
+            .arg(run_dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .map_err(|e| Error::io(format!("run {}", self.monitor_bin.display()), e))?;
+        let out = child.stdout.take();
+        // The first process only forks the monitor and exits.
+        let _ = child.wait();
+        let mut line = String::new();
+        if let Some(out) = out {
+            let _ = BufReader::new(out).read_line(&mut line);
+        }
+        serde_json::from_str(&line).map_err(|_| {
+            Error::Invalid(format!(
+                "{} did not report (is it the monitor of this hako?)",
+                self.monitor_bin.display()
+            ))
+        })
+    }
+
+    /// Unmounts the root filesystem (mounted by `prepare`).
+    fn release(&self, c: &Container) {
+        if c.config.rootfs.is_none()
+            && let Ok(p) = self.rootfs_path(c)
+        {
+            let _ = hako_image::snapshot::unmount(&p);
+        }
+    }
+
+    fn runtime_delete(&self, c: &Container) {
+        let root = self.runtime_root(c);
+        match &c.config.runtime {
+            None => {
+                let _ = hako_runtime::container::delete(&root, &c.id, true);
+            }
+            Some(bin) => {
+                let _ = std::process::Command::new(bin)
+                    .arg("--root")
+                    .arg(&root)
+                    .args(["delete", "--force"])
+                    .arg(&c.id)
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            }
+        }
+    }
+
+    fn runtime_kill(&self, c: &Container, signal: i32) -> Result<()> {
+        let root = self.runtime_root(c);
+        match &c.config.runtime {
+            None => Ok(hako_runtime::container::kill_container(
+                &root, &c.id, signal, false,
+            )?),
+            Some(bin) => {
+                let out = std::process::Command::new(bin)
+                    .arg("--root")
+                    .arg(&root)
+                    .arg("kill")
+                    .arg(&c.id)
+                    .arg(signal.to_string())
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .map_err(|e| Error::io(format!("run {}", bin.display()), e))?;
+                if out.status.success() {
+                    Ok(())
+                } else {
+                    Err(Error::Invalid(
+                        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Releases what a container holds once its program has ended:
+    /// runtime state, root filesystem mount, run directory; records the
+    /// exit; removes it for `--rm`. Repeating it is harmless. The monitor
+    /// runs it as its last act (`from_monitor`); any command runs it for a
+    /// container whose monitor died.
+    pub fn cleanup(&mut self, id: &str, from_monitor: bool) -> Result<()> {
+        let _lock = self.lock(id)?;
+        let Some(c) = self.db.get(id)? else {
+            return Ok(());
+        };
+        if !matches!(
+            c.status,
+            Status::Running | Status::Paused | Status::Removing
+        ) {
+            return Ok(());
+        }
+        if !from_monitor && Self::monitor_alive(&c) {
+            return Ok(());
+        }
+        let removing = c.status == Status::Removing;
+        let exit = hako_monitor::read_exit(&self.container_dir(id));
+        let init_alive = c.pid > 0 && process_start(c.pid).is_some() && exit.is_none();
+        if init_alive && !from_monitor && !removing {
+            // The monitor died but the container lives on: it is running,
+            // unmonitored; `stop`/`rm -f` can still end it.
+            return Ok(());
+        }
+        let mut c = Self::with_exit(c, exit.as_ref());
+        self.runtime_delete(&c);
+        self.release(&c);
+        let _ = fs::remove_dir_all(self.run_dir(id));
+        if c.config.auto_remove || removing {
+            self.remove_files(&c)?;
+            self.db.delete(id)?;
+            return Ok(());
+        }
+        c.pid = 0;
+        c.monitor_pid = 0;
+        c.monitor_start = 0;
+        self.db.update(&c)
+    }
+
+    fn remove_files(&self, c: &Container) -> Result<()> {
+        self.release(c);
+        if c.config.rootfs.is_none() {
+            self.store()?.remove_snapshot(&c.id)?;
+        }
+        let dir = self.container_dir(&c.id);
+        if dir.exists() {
+            fs::remove_dir_all(&dir).ctx(|| format!("remove {}", dir.display()))?;
+        }
+        let _ = fs::remove_dir_all(self.run_dir(&c.id));
+        Ok(())
+    }
+
+    /// Waits until the running container `c` has exited, at most `timeout`;
+    /// its exit code when it did.
+    fn wait_exit(&self, c: &Container, timeout: Option<Duration>) -> Option<i32> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let req = Request {
+            attach: true,
+            ..Default::default()
+        };
+        if let Ok((_, mut stream)) = hako_monitor::request(&self.run_dir(&c.id), &req) {
+            if let Some(d) = deadline {
+                let left = d
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1));
+                let _ = stream.get_ref().set_read_timeout(Some(left));
+            }
+            let mut buf = Vec::new();
+            let mut code = None;
+            loop {
+                match hako_monitor::read_frame(&mut stream, &mut buf) {
+                    Ok(Some(hako_monitor::EXIT)) if buf.len() == 4 => {
+                        code = Some(i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]));
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(_) => return None,
+                }
+            }
+            if code.is_some() {
+                return code;
+            }
+        }
+        // No monitor to ask: watch the init instead.
+        loop {
+            let exit = hako_monitor::read_exit(&self.container_dir(&c.id));
+            if let Some(e) = exit.filter(|e| !e.restarting) {
+                return Some(e.exit_code);
+            }
+            if process_start(c.pid).is_none() && !Self::monitor_alive(c) {
+                return Some(255);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `wait`: blocks until the container is not running; its exit code.
+    pub fn wait(&mut self, what: &str) -> Result<i32> {
+        let c = self.get(what)?;
+        if matches!(c.status, Status::Running | Status::Paused)
+            && let Some(code) = self.wait_exit(&c, None)
+        {
+            return Ok(code);
+        }
+        let id = c.id.clone();
+        match self.get(&id) {
+            Ok(c) => Ok(c.exit_code),
+            // Removed on exit (--rm): the code was in the stream.
+            Err(_) => Ok(c.exit_code),
+        }
+    }
+
+    /// Tells the monitor no restart policy applies, then signals.
+    fn signal_stop(&self, c: &Container, signal: i32) -> Result<()> {
+        let req = Request {
+            stop: true,
+            ..Default::default()
+        };
+        let _ = hako_monitor::request(&self.run_dir(&c.id), &req);
+        self.runtime_kill(c, signal)
+    }
+
+    /// `stop`: the stop signal, then SIGKILL after `timeout`.
+    pub fn stop(&mut self, what: &str, timeout: Option<u32>) -> Result<Container> {
+        let c = self.get(what)?;
+        if !matches!(c.status, Status::Running | Status::Paused) {
+            return Ok(c);
+        }
+        let signal = match &c.config.stop_signal {
+            Some(s) => parse_signal(s)?,
+            None => libc::SIGTERM,
+        };
+        let t = timeout.or(c.config.stop_timeout).unwrap_or(10);
+        if c.status == Status::Paused {
+            self.signal_stop(&c, libc::SIGKILL)?;
+        } else {
+            self.signal_stop(&c, signal)?;
+        }
+        if self
+            .wait_exit(&c, Some(Duration::from_secs(u64::from(t))))
+            .is_none()
+        {
+            self.runtime_kill(&c, libc::SIGKILL)?;
+            self.wait_exit(&c, Some(Duration::from_secs(30)));
+        }
+        let id = c.id.clone();
+        self.settle(&id);
+        self.get(&id).or(Ok(c))
+    }
+
+    /// Waits (briefly) for the monitor's cleanup to land, so the next
+    /// command sees the container stopped; does it here if the monitor
+    /// is slow or gone.
+    fn settle(&mut self, id: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            match self.db.get(id) {
+                Ok(Some(c)) if matches!(c.status, Status::Running | Status::Paused) => {
+                    if !Self::monitor_alive(&c) {
+                        let _ = self.cleanup(id, false);
+                        return;
+                    }
+                }
+                _ => return,
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// `kill`: a signal to the container's init.
+    pub fn kill(&mut self, what: &str, signal: i32) -> Result<Container> {
+        let c = self.get(what)?;
+        if !matches!(c.status, Status::Running | Status::Paused) {
+            return Err(Error::Conflict(format!(
+                "container {} is not running",
+                c.name
+            )));
+        }
+        if signal == libc::SIGKILL || signal == libc::SIGTERM {
+            self.signal_stop(&c, signal)?;
+        } else {
+            self.runtime_kill(&c, signal)?;
+        }
+        Ok(c)
+    }
+
+    /// `rm`: removes a stopped container (a running one with `force`).
+    pub fn remove(&mut self, what: &str, force: bool) -> Result<Container> {
+        let c = self.get(what)?;
+        if matches!(c.status, Status::Running | Status::Paused) {
+            if !force {
+                return Err(Error::Conflict(format!(
+                    "you cannot remove a running container {}. Stop the container before attempting removal or force remove",
+                    c.id
+                )));
+            }
+            let _ = self.signal_stop(&c, libc::SIGKILL);
+            self.wait_exit(&c, Some(Duration::from_secs(30)));
+        }
+        let _lock = self.lock(&c.id)?;
+        let Some(mut c) = self.db.get(&c.id)? else {
+            return Ok(c);
+        };
+        // Marked first: a crash from here on leaves a record that any
+        // command finishes removing.
+        c.status = Status::Removing;
+        self.db.update(&c)?;
+        self.runtime_delete(&c);
+        self.remove_files(&c)?;
+        self.db.delete(&c.id)?;
+        Ok(c)
+    }
+
+    pub fn rename(&mut self, what: &str, new_name: &str) -> Result<()> {
+        let mut c = self.get(what)?;
+        let n = new_name.strip_prefix('/').unwrap_or(new_name);
+        if !valid_name(n) {
+            return Err(Error::Invalid(format!("invalid container name {n:?}")));
+        }
+        c.name = n.to_string();
+        self.db.update(&c)
+    }
+
+    /// `pause`/`unpause` through the freezer.
+    pub fn pause(&mut self, what: &str, pause: bool) -> Result<Container> {
+        let c = self.get(what)?;
+        if c.config.runtime.is_some() {
+            return Err(Error::Invalid(
+                "pause with an external runtime is not supported".into(),
+            ));
+        }
+        let root = self.runtime_root(&c);
+        if pause {
+            if c.status != Status::Running {
+                return Err(Error::Conflict(format!(
+                    "container {} is not running",
+                    c.name
+                )));
+            }
+            hako_runtime::container::pause(&root, &c.id)?;
+        } else {
+            if c.status != Status::Paused {
+                return Err(Error::Conflict(format!(
+                    "container {} is not paused",
+                    c.name
+                )));
+            }
+            hako_runtime::container::resume(&root, &c.id)?;
+        }
+        self.get(&c.id)
+    }
+
+    /// The spec a running container was started with.
+    pub fn spec_of(&self, c: &Container) -> Result<serde_json::Value> {
+        let p = self.container_dir(&c.id).join("config.json");
+        let bytes = fs::read(&p).ctx(|| format!("read {}", p.display()))?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt(format!("{}: {e}", p.display())))
+    }
+
+    /// Pids of the container's processes.
+    pub fn pids(&mut self, what: &str) -> Result<Vec<i32>> {
+        let c = self.get(what)?;
+        if !matches!(c.status, Status::Running | Status::Paused) {
+            return Err(Error::Conflict(format!(
+                "container {} is not running",
+                c.name
+            )));
+        }
+        Ok(hako_runtime::container::pids(
+            &self.runtime_root(&c),
+            &c.id,
+        )?)
+    }
+}
+
+/// Docker's exit code for a container that could not start: 127 when its
+/// program is not there, 126 when it cannot be run, 125 otherwise.
+fn start_failure_code(message: &str) -> i32 {
+    let m = message.to_ascii_lowercase();
+    if m.contains("not found") || m.contains("no such file") {
+        127
+    } else if m.contains("permission denied")
+        || m.contains("exec format")
+        || m.contains("not executable")
+    {
+        126
+    } else {
+        125
+    }
+}
+
+/// Brings `lo` up in the network namespace of `pid` (a new network
+/// namespace starts with it down). A thread of its own: `setns` changes
+/// only the calling thread.
+fn loopback_up(pid: i32) -> Result<()> {
+    let path = format!("/proc/{pid}/ns/net");
+    let ns = fs::File::open(&path).ctx(|| format!("open {path}"))?;
+    std::thread::spawn(move || -> std::io::Result<()> {
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(std::io::Error::from)?;
+        // SAFETY: a datagram socket for an interface ioctl; closed below.
+        let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if sock < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: ifreq is plain data; zeroed is a valid value.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (i, b) in b"lo".iter().enumerate() {
+            req.ifr_name[i] = *b as libc::c_char;
+        }
+        // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own.
+        let res = unsafe {
+            if libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req) < 0 {
+                -1
+            } else {
+                req.ifr_ifru.ifru_flags |= libc::c_short::try_from(libc::IFF_UP).unwrap_or(1);
+                libc::ioctl(sock, libc::SIOCSIFFLAGS, &req)
+            }
+        };
+        let err = std::io::Error::last_os_error();
+        // SAFETY: closing the socket made above.
+        unsafe { libc::close(sock) };
+        if res < 0 { Err(err) } else { Ok(()) }
+    })
+    .join()
+    .map_err(|_| Error::Invalid("bring up lo: the thread panicked".into()))?
+    .ctx(|| format!("bring up lo in the network namespace of {pid}"))
+}

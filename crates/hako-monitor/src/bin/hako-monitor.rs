@@ -1,0 +1,845 @@
+//! hako-monitor: one small process per running container.
+//!
+//! It creates the container through the runtime library, so the
+//! container's init is its own child and the exit is never lost; holds the
+//! container's stdio (pipes, or the pty master); writes the json-file log;
+//! serves attach, start and resize on a socket; forwards signals; records
+//! the exit atomically; applies the restart policy; and at the end execs
+//! the engine's exit command, which releases the container's resources.
+//! It runs on its own (a new session, adopted by init), so it keeps
+//! working when the `hako` command that started it exits or is killed.
+//!
+//! No async runtime and no threads: one `poll` loop.
+
+use hako_monitor::{
+    ATTACH_SOCKET, CONFIG_FILE, EXIT, EXIT_FILE, ExitRecord, MonitorConfig, Ready, Reply, Request,
+    RestartPolicy, STDERR, STDOUT, frame_header, write_atomic,
+};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Docker splits log lines longer than this into several entries.
+const MAX_LOG_LINE: usize = 16 * 1024;
+/// How long a created container waits for its start before the monitor
+/// gives up (the engine that made it died).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// After the init exits, output still in the pipes is read for this long
+/// at most (a process outside the container might hold a pipe open).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() != 2 {
+        eprintln!(
+            "usage: hako-monitor RUNDIR\nhako-monitor is started by hako; it is not run by hand"
+        );
+        std::process::exit(2);
+    }
+    let dir = PathBuf::from(&args[1]);
+    // The engine reads our stdout until it closes: the ready message. Keep
+    // it aside, since 0, 1 and 2 become the container's during create.
+    let sync = match nix::unistd::dup(io::stdout()) {
+        Ok(fd) => File::from(fd),
+        Err(e) => {
+            eprintln!("hako-monitor: dup stdout: {e}");
+            std::process::exit(1);
+        }
+    };
+    set_cloexec(sync.as_raw_fd());
+    // SAFETY: single-threaded here; the child goes on alone and the parent
+    // only exits, so the engine that started us reaps it at once and the
+    // monitor is adopted by init (or the nearest subreaper).
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Parent { .. }) => {
+            // SAFETY: exiting the short-lived parent without running
+            // destructors that the child still relies on.
+            unsafe { libc::_exit(0) }
+        }
+        Ok(nix::unistd::ForkResult::Child) => {}
+        Err(e) => {
+            eprintln!("hako-monitor: fork: {e}");
+            std::process::exit(1);
+        }
+    }
+    let _ = nix::unistd::setsid();
+    null_stdio();
+    let mut sync = Some(sync);
+    let code = match Monitor::new(&dir) {
+        Ok(mut m) => {
+            let res = m.run(&mut sync);
+            if let Err(e) = &res {
+                report(&mut sync, Err(e.clone()));
+                m.final_error(e);
+            }
+            m.exit_command()
+        }
+        Err(e) => {
+            report(&mut sync, Err(e));
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn set_cloexec(fd: RawFd) {
+    // SAFETY: fcntl on a descriptor we own; no memory is involved.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+}
+
+/// 0, 1 and 2 on /dev/null, so that no write of ours reaches a terminal or
+/// a pipe someone waits on.
+fn null_stdio() {
+    if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors; no memory involved.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+}
+
+fn report(sync: &mut Option<File>, res: Result<(i32, i32), String>) {
+    if let Some(mut f) = sync.take() {
+        let ready = match res {
+            Ok((pid, monitor_pid)) => Ready {
+                error: None,
+                pid,
+                monitor_pid,
+            },
+            Err(e) => Ready {
+                error: Some(e),
+                pid: 0,
+                monitor_pid: i32::try_from(std::process::id()).unwrap_or(0),
+            },
+        };
+        if let Ok(mut line) = serde_json::to_vec(&ready) {
+            line.push(b'\n');
+            let _ = f.write_all(&line);
+        }
+    }
+}
+
+/// The json-file log, as Docker writes it: one JSON object per line of
+/// output, rotated by size.
+struct Log {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    max_size: u64,
+    max_files: u32,
+    /// An unfinished line per stream.
+    partial: [Vec<u8>; 2],
+}
+
+impl Log {
+    fn open(path: &Path, max_size: u64, max_files: u32) -> io::Result<Log> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let size = file.metadata()?.len();
+        Ok(Log {
+            path: path.to_path_buf(),
+            file,
+            size,
+            max_size,
+            max_files,
+            partial: [Vec::new(), Vec::new()],
+        })
+    }
+
+    fn write(&mut self, stream: u8, mut data: &[u8]) {
+        let i = usize::from(stream == STDERR);
+        while let Some(n) = data.iter().position(|&b| b == b'\n') {
+            let mut line = std::mem::take(&mut self.partial[i]);
+            line.extend_from_slice(&data[..=n]);
+            self.entry(stream, &line);
+            data = &data[n + 1..];
+        }
+        self.partial[i].extend_from_slice(data);
+        if self.partial[i].len() >= MAX_LOG_LINE {
+            let line = std::mem::take(&mut self.partial[i]);
+            self.entry(stream, &line);
+        }
+    }
+
+    fn flush(&mut self) {
+        for (i, stream) in [(0, STDOUT), (1, STDERR)] {
+            if !self.partial[i].is_empty() {
+                let line = std::mem::take(&mut self.partial[i]);
+                self.entry(stream, &line);
+            }
+        }
+    }
+
+    fn entry(&mut self, stream: u8, line: &[u8]) {
+        let text = String::from_utf8_lossy(line);
+        let entry = serde_json::json!({
+            "log": text,
+            "stream": if stream == STDERR { "stderr" } else { "stdout" },
+            "time": hako_runtime::state::now_rfc3339(),
+        });
+        let mut bytes = entry.to_string().into_bytes();
+        bytes.push(b'\n');
+        if self.max_size > 0 && self.size > 0 && self.size + bytes.len() as u64 > self.max_size {
+            self.rotate();
+        }
+        if self.file.write_all(&bytes).is_ok() {
+            self.size += bytes.len() as u64;
+        }
+    }
+
+    /// `log` → `log.1` → `log.2` …; the oldest beyond `max_files` goes.
+    fn rotate(&mut self) {
+        let name = |n: u32| PathBuf::from(format!("{}.{n}", self.path.display()));
+        if self.max_files == 0 {
+            let _ = self.file.set_len(0);
+            self.size = 0;
+            return;
+        }
+        for n in (1..self.max_files).rev() {
+            let _ = fs::rename(name(n), name(n + 1));
+        }
+        let _ = fs::rename(&self.path, name(1));
+        if let Ok(f) = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+        {
+            self.file = f;
+            self.size = 0;
+        }
+    }
+}
+
+struct Client {
+    stream: UnixStream,
+    /// Its bytes go to the container's stdin (until it shuts its side).
+    stdin: bool,
+}
+
+/// One run of the container (a restart makes a new one).
+struct Run {
+    pid: i32,
+    created: Option<hako_runtime::Created>,
+    /// Output: stdout and stderr pipes, or the pty master (in `out`).
+    out: Option<OwnedFd>,
+    err: Option<OwnedFd>,
+    /// Where client input goes: the stdin pipe, or the pty master.
+    stdin: Option<OwnedFd>,
+    started_at: String,
+    started: Option<Instant>,
+    status: Option<i32>,
+    exited_at: Option<Instant>,
+}
+
+struct Monitor {
+    cfg: MonitorConfig,
+    dir: PathBuf,
+    log: Log,
+    listener: UnixListener,
+    signals: SignalFd,
+    clients: Vec<Client>,
+    stop_requested: bool,
+    restarts: u32,
+    created_at: Instant,
+    last: Option<ExitRecord>,
+}
+
+impl Monitor {
+    fn new(dir: &Path) -> Result<Monitor, String> {
+        let bytes = fs::read(dir.join(CONFIG_FILE))
+            .map_err(|e| format!("read {}: {e}", dir.join(CONFIG_FILE).display()))?;
+        let cfg: MonitorConfig = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("parse {}: {e}", dir.join(CONFIG_FILE).display()))?;
+        // Orphans of the container's processes (and an external runtime's
+        // init) become our children, so they are reaped here.
+        let _ = nix::sys::prctl::set_child_subreaper(true);
+        let log = Log::open(&cfg.log_path, cfg.log_max_size, cfg.log_max_files)
+            .map_err(|e| format!("open log {}: {e}", cfg.log_path.display()))?;
+        let mut mask = SigSet::empty();
+        for s in [
+            Signal::SIGCHLD,
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGHUP,
+            Signal::SIGQUIT,
+            Signal::SIGUSR1,
+            Signal::SIGUSR2,
+            Signal::SIGWINCH,
+        ] {
+            mask.add(s);
+        }
+        mask.thread_block()
+            .map_err(|e| format!("block signals: {e}"))?;
+        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+            .map_err(|e| format!("signalfd: {e}"))?;
+        let sock =
+            hako_monitor::socket_path(dir).map_err(|e| format!("open {}: {e}", dir.display()))?;
+        let _ = fs::remove_file(dir.join(ATTACH_SOCKET));
+        let listener = UnixListener::bind(&sock.path)
+            .map_err(|e| format!("listen on {}: {e}", dir.join(ATTACH_SOCKET).display()))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("listen: {e}"))?;
+        let _ = fs::remove_file(cfg.container_dir.join(EXIT_FILE));
+        Ok(Monitor {
+            cfg,
+            dir: dir.to_path_buf(),
+            log,
+            listener,
+            signals,
+            clients: Vec::new(),
+            stop_requested: false,
+            restarts: 0,
+            created_at: Instant::now(),
+            last: None,
+        })
+    }
+
+    fn run(&mut self, sync: &mut Option<File>) -> Result<(), String> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let mut run = self.create()?;
+            if sync.is_some() {
+                let me = i32::try_from(std::process::id()).unwrap_or(0);
+                report(sync, Ok((run.pid, me)));
+            } else {
+                // A restart: no one asks for it, so start at once.
+                self.start(&mut run)?;
+            }
+            let code = self.serve(&mut run)?;
+            let ran_for = run.started.map(|t| t.elapsed()).unwrap_or_default();
+            let restart = run.started.is_some()
+                && !self.stop_requested
+                && match self.cfg.restart {
+                    RestartPolicy::No => false,
+                    RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+                    RestartPolicy::OnFailure => {
+                        code != 0
+                            && (self.cfg.max_restarts == 0 || self.restarts < self.cfg.max_restarts)
+                    }
+                };
+            let record = ExitRecord {
+                exit_code: code,
+                started_at: run.started_at.clone(),
+                finished_at: hako_runtime::state::now_rfc3339(),
+                restarts: self.restarts,
+                error: if run.started.is_none() {
+                    Some("the container was never started".into())
+                } else {
+                    None
+                },
+                restarting: restart,
+            };
+            self.write_exit(&record);
+            self.last = Some(record);
+            self.delete_container();
+            // Each end of a run ends the attached clients' streams with the
+            // exit code: `wait` and a foreground `run` learn it even when
+            // `--rm` removes the record right after.
+            let header = frame_header(EXIT, 4);
+            for c in self.clients.drain(..) {
+                let _ = send_all(&c.stream, &header) && send_all(&c.stream, &code.to_be_bytes());
+            }
+            if !restart {
+                return Ok(());
+            }
+            // As Docker: the delay doubles, and resets after a run of ten
+            // seconds or more.
+            if ran_for >= Duration::from_secs(10) {
+                backoff = Duration::from_millis(100);
+            }
+            if !self.pause(backoff) {
+                return Ok(());
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(60));
+            self.restarts += 1;
+        }
+    }
+
+    /// The runtime's state of the ended run goes, so a restart can create
+    /// the container again under its id.
+    fn delete_container(&self) {
+        match &self.cfg.runtime {
+            None => {
+                let _ = hako_runtime::container::delete(&self.cfg.runtime_root, &self.cfg.id, true);
+            }
+            Some(bin) => {
+                let _ = std::process::Command::new(bin)
+                    .arg("--root")
+                    .arg(&self.cfg.runtime_root)
+                    .args(["delete", "--force"])
+                    .arg(&self.cfg.id)
+                    .stdin(std::process::Stdio::null())
+                    .output();
+            }
+        }
+    }
+
+    fn write_exit(&self, record: &ExitRecord) {
+        if let Ok(bytes) = serde_json::to_vec(record) {
+            let _ = write_atomic(&self.cfg.container_dir.join(EXIT_FILE), &bytes);
+        }
+    }
+
+    fn final_error(&mut self, e: &str) {
+        let record = ExitRecord {
+            exit_code: 125,
+            started_at: String::new(),
+            finished_at: hako_runtime::state::now_rfc3339(),
+            restarts: self.restarts,
+            error: Some(e.to_string()),
+            restarting: false,
+        };
+        self.write_exit(&record);
+    }
+
+    /// Waits out a restart delay while still answering requests; false if
+    /// a stop came in meanwhile.
+    fn pause(&mut self, d: Duration) -> bool {
+        let until = Instant::now() + d;
+        while Instant::now() < until && !self.stop_requested {
+            let left = until.saturating_duration_since(Instant::now());
+            let ms = u16::try_from(left.as_millis().min(1000)).unwrap_or(1000);
+            let mut fds = [
+                PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
+            ];
+            let _ = poll(&mut fds, PollTimeout::from(ms));
+            self.drain_signals(None);
+            self.accept(None);
+        }
+        !self.stop_requested
+    }
+
+    /// Creates the container; its init waits for `start`.
+    fn create(&mut self) -> Result<Run, String> {
+        let null = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .map_err(|e| format!("open /dev/null: {e}"))?;
+        let mut run = Run {
+            pid: 0,
+            created: None,
+            out: None,
+            err: None,
+            stdin: None,
+            started_at: String::new(),
+            started: None,
+            status: None,
+            exited_at: None,
+        };
+        // The container's stdio: the init inherits 0, 1 and 2 at create.
+        let mut child_ends: Vec<OwnedFd> = Vec::new();
+        if !self.cfg.tty {
+            let (out_r, out_w) = pipe()?;
+            let (err_r, err_w) = pipe()?;
+            let stdin_r = if self.cfg.stdin {
+                let (r, w) = pipe()?;
+                run.stdin = Some(w);
+                r
+            } else {
+                null.try_clone().map_err(|e| e.to_string())?.into()
+            };
+            dup_onto(&stdin_r, 0)?;
+            dup_onto(&out_w, 1)?;
+            dup_onto(&err_w, 2)?;
+            run.out = Some(out_r);
+            run.err = Some(err_r);
+            child_ends.extend([stdin_r, out_w, err_w]);
+        }
+        let res = match &self.cfg.runtime {
+            None => hako_runtime::create::create(hako_runtime::CreateOptions {
+                root: self.cfg.runtime_root.clone(),
+                id: self.cfg.id.clone(),
+                bundle: self.cfg.bundle.clone(),
+                proxy_terminal: self.cfg.tty,
+                start_in_process: true,
+                ..Default::default()
+            })
+            .map(|c| (c.pid, Some(c)))
+            .map_err(|e| e.to_string()),
+            Some(bin) => external_create(bin, &self.cfg, &self.dir).map(|pid| (pid, None)),
+        };
+        null_stdio();
+        drop(child_ends);
+        let (pid, mut created) = res?;
+        if let Some(c) = created.as_mut()
+            && let Some(master) = c.terminal.take()
+        {
+            let input = master.try_clone().map_err(|e| format!("dup pty: {e}"))?;
+            set_nonblocking(&master);
+            run.out = Some(master);
+            run.stdin = Some(input);
+        }
+        for fd in [&run.out, &run.err].into_iter().flatten() {
+            set_nonblocking(fd);
+        }
+        run.pid = pid;
+        run.created = created;
+        Ok(run)
+    }
+
+    fn start(&mut self, run: &mut Run) -> Result<(), String> {
+        if run.started.is_some() {
+            return Err("the container is running already".into());
+        }
+        match (&self.cfg.runtime, run.created.as_mut()) {
+            (None, Some(created)) => {
+                hako_runtime::container::start_created(created).map_err(|e| e.to_string())?;
+            }
+            (Some(bin), _) => {
+                let out = std::process::Command::new(bin)
+                    .arg("--root")
+                    .arg(&self.cfg.runtime_root)
+                    .arg("start")
+                    .arg(&self.cfg.id)
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .map_err(|e| format!("run {}: {e}", bin.display()))?;
+                if !out.status.success() {
+                    return Err(format!(
+                        "{} start: {}",
+                        bin.display(),
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ));
+                }
+            }
+            (None, None) => return Err("the container cannot be started".into()),
+        }
+        run.created = None;
+        run.started = Some(Instant::now());
+        run.started_at = hako_runtime::state::now_rfc3339();
+        Ok(())
+    }
+
+    /// The poll loop of one run; returns the exit code.
+    fn serve(&mut self, run: &mut Run) -> Result<i32, String> {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            if let Some(status) = run.status {
+                let drained = run.out.is_none() && run.err.is_none();
+                let late = run.exited_at.is_some_and(|t| t.elapsed() >= DRAIN_TIMEOUT);
+                if drained || late {
+                    self.log.flush();
+                    return Ok(status);
+                }
+            }
+            if run.started.is_none()
+                && self.created_at.elapsed() >= START_TIMEOUT
+                && self.restarts == 0
+            {
+                let _ = nix::sys::signal::kill(Pid::from_raw(run.pid), Signal::SIGKILL);
+                let _ = waitpid(Pid::from_raw(run.pid), None);
+                self.log.flush();
+                return Ok(125);
+            }
+            let mut fds: Vec<PollFd> = Vec::with_capacity(4 + self.clients.len());
+            fds.push(PollFd::new(self.signals.as_fd(), PollFlags::POLLIN));
+            fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
+            let none = PollFlags::empty();
+            let out_fd: Option<BorrowedFd<'_>> = run.out.as_ref().map(|f| f.as_fd());
+            let err_fd: Option<BorrowedFd<'_>> = run.err.as_ref().map(|f| f.as_fd());
+            // A slot per source, so the indices stay fixed.
+            fds.push(PollFd::new(
+                out_fd.unwrap_or(self.signals.as_fd()),
+                if out_fd.is_some() {
+                    PollFlags::POLLIN
+                } else {
+                    none
+                },
+            ));
+            fds.push(PollFd::new(
+                err_fd.unwrap_or(self.signals.as_fd()),
+                if err_fd.is_some() {
+                    PollFlags::POLLIN
+                } else {
+                    none
+                },
+            ));
+            // Only clients that feed stdin are polled; the others are seen
+            // gone when a write to them fails.
+            let polled: Vec<usize> = (0..self.clients.len())
+                .filter(|&i| self.clients[i].stdin)
+                .collect();
+            for &i in &polled {
+                fds.push(PollFd::new(
+                    self.clients[i].stream.as_fd(),
+                    PollFlags::POLLIN,
+                ));
+            }
+            let timeout = if run.status.is_some() || run.started.is_none() {
+                PollTimeout::from(100u16)
+            } else {
+                PollTimeout::NONE
+            };
+            match poll(&mut fds, timeout) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(format!("poll: {e}")),
+            }
+            let ready: Vec<bool> = fds
+                .iter()
+                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+                .collect();
+            drop(fds);
+            if ready[0] {
+                self.drain_signals(Some(run));
+            }
+            if ready[1] {
+                self.accept(Some(run));
+            }
+            if ready[2] {
+                self.pump(run, STDOUT, &mut buf);
+            }
+            if ready[3] {
+                self.pump(run, STDERR, &mut buf);
+            }
+            for (slot, &i) in polled.iter().enumerate() {
+                if ready.get(4 + slot).copied().unwrap_or(false) {
+                    self.client_input(i, run, &mut buf);
+                }
+            }
+        }
+    }
+
+    /// Reads output from one source, logs it and sends it to the clients.
+    fn pump(&mut self, run: &mut Run, stream: u8, buf: &mut [u8]) {
+        let slot = if stream == STDOUT {
+            &mut run.out
+        } else {
+            &mut run.err
+        };
+        let Some(fd) = slot.as_ref() else { return };
+        match nix::unistd::read(fd, buf) {
+            Ok(0) | Err(nix::errno::Errno::EIO) => *slot = None,
+            Ok(n) => {
+                let data = &buf[..n];
+                self.log.write(stream, data);
+                let header = frame_header(stream, n);
+                self.clients
+                    .retain(|c| send_all(&c.stream, &header) && send_all(&c.stream, data));
+            }
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
+            Err(_) => *slot = None,
+        }
+    }
+
+    fn client_input(&mut self, i: usize, run: &mut Run, buf: &mut [u8]) {
+        let c = &mut self.clients[i];
+        match c.stream.read(buf) {
+            Ok(0) | Err(_) => {
+                // The client's input ended: so does the container's stdin
+                // (a terminal stays, for other clients). The client still
+                // gets the output, and is no longer polled.
+                if !self.cfg.tty {
+                    run.stdin = None;
+                }
+                c.stdin = false;
+            }
+            Ok(n) => {
+                if let Some(w) = run.stdin.as_ref() {
+                    let _ = write_all_fd(w, &buf[..n]);
+                }
+            }
+        }
+    }
+
+    fn drain_signals(&mut self, mut run: Option<&mut Run>) {
+        while let Ok(Some(info)) = self.signals.read_signal() {
+            let signo = i32::try_from(info.ssi_signo).unwrap_or(0);
+            if signo == libc::SIGCHLD {
+                self.reap(run.as_deref_mut());
+            } else if signo == libc::SIGWINCH {
+                // Ours, not the container's.
+            } else if let Some(r) = run.as_deref()
+                && r.status.is_none()
+                && r.pid > 0
+            {
+                // SAFETY: kill with plain integers, aimed at our own child.
+                unsafe { libc::kill(r.pid, signo) };
+            }
+        }
+    }
+
+    fn reap(&mut self, mut run: Option<&mut Run>) {
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(status) => {
+                    let code = match status {
+                        WaitStatus::Exited(_, c) => Some(c),
+                        WaitStatus::Signaled(_, s, _) => Some(128 + s as i32),
+                        _ => None,
+                    };
+                    if let (Some(r), Some(code)) = (run.as_deref_mut(), code)
+                        && status.pid() == Some(Pid::from_raw(r.pid))
+                    {
+                        r.status = Some(code);
+                        r.exited_at = Some(Instant::now());
+                    }
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self, mut run: Option<&mut Run>) {
+        while let Ok((stream, _)) = self.listener.accept() {
+            let _ = stream.set_nonblocking(false);
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let Some(req) = read_request(&stream) else {
+                continue;
+            };
+            let _ = stream.set_read_timeout(None);
+            // A client that reads nothing must not stall the container.
+            let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
+            let mut reply = Reply {
+                error: None,
+                pid: run.as_deref().map(|r| r.pid).unwrap_or(0),
+            };
+            if req.stop {
+                self.stop_requested = true;
+            }
+            if let (Some((rows, cols)), Some(r)) = (req.resize, run.as_deref())
+                && let Some(master) = r.stdin.as_ref().filter(|_| self.cfg.tty)
+            {
+                let ws = libc::winsize {
+                    ws_row: rows,
+                    ws_col: cols,
+                    ws_xpixel: 0,
+                    ws_ypixel: 0,
+                };
+                // SAFETY: TIOCSWINSZ reads a winsize we own from a
+                // valid pointer.
+                unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+            }
+            let attach = req.attach && run.as_deref().is_some_and(|r| r.status.is_none());
+            if req.start {
+                match run.as_deref_mut() {
+                    Some(r) => {
+                        if let Err(e) = self.start(r) {
+                            reply.error = Some(e);
+                        }
+                    }
+                    None => reply.error = Some("the container is restarting".into()),
+                }
+            }
+            let mut s = stream;
+            let Ok(mut line) = serde_json::to_vec(&reply) else {
+                continue;
+            };
+            line.push(b'\n');
+            if s.write_all(&line).is_err() || !attach || reply.error.is_some() {
+                continue;
+            }
+            self.clients.push(Client {
+                stream: s,
+                stdin: req.stdin && run.as_deref().is_some_and(|r| r.stdin.is_some()),
+            });
+        }
+    }
+
+    /// The engine's cleanup, in place of this process (same pid, so no
+    /// moment passes where nothing holds the container).
+    fn exit_command(&mut self) -> i32 {
+        let _ = fs::remove_file(self.dir.join(ATTACH_SOCKET));
+        let Some((prog, args)) = self.cfg.exit_command.split_first() else {
+            return self.last.as_ref().map(|r| r.exit_code).unwrap_or(0);
+        };
+        let _ = SigSet::all().thread_unblock();
+        use std::os::unix::process::CommandExt;
+        let e = std::process::Command::new(prog).args(args).exec();
+        let _ = writeln!(io::stderr(), "hako-monitor: exec {prog}: {e}");
+        1
+    }
+}
+
+fn read_request(mut s: &UnixStream) -> Option<Request> {
+    let mut line = Vec::with_capacity(128);
+    let mut byte = [0u8; 1];
+    while line.len() < 4096 {
+        match s.read(&mut byte) {
+            Ok(1) if byte[0] == b'\n' => return serde_json::from_slice(&line).ok(),
+            Ok(1) => line.push(byte[0]),
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// Create through an external OCI runtime binary (runc's command line).
+/// The init ends up our child: we are a subreaper, and the runtime's
+/// create exits once the init waits for start.
+fn external_create(bin: &Path, cfg: &MonitorConfig, dir: &Path) -> Result<i32, String> {
+    let pid_file = dir.join("init.pid");
+    let status = std::process::Command::new(bin)
+        .arg("--root")
+        .arg(&cfg.runtime_root)
+        .arg("create")
+        .arg("--bundle")
+        .arg(&cfg.bundle)
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .arg(&cfg.id)
+        .status()
+        .map_err(|e| format!("run {}: {e}", bin.display()))?;
+    if !status.success() {
+        return Err(format!("{} create failed ({status})", bin.display()));
+    }
+    let text =
+        fs::read_to_string(&pid_file).map_err(|e| format!("read {}: {e}", pid_file.display()))?;
+    text.trim()
+        .parse()
+        .map_err(|_| format!("{} wrote no pid", bin.display()))
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))
+}
+
+fn dup_onto(fd: &OwnedFd, target: RawFd) -> Result<(), String> {
+    // SAFETY: dup2 onto a standard descriptor; the result is not CLOEXEC,
+    // which is the point: the container's init inherits it.
+    if unsafe { libc::dup2(fd.as_raw_fd(), target) } < 0 {
+        return Err(format!("dup2: {}", io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+fn set_nonblocking(fd: &OwnedFd) {
+    // SAFETY: fcntl flag changes on a descriptor we own.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+}
+
+fn write_all_fd(fd: &OwnedFd, mut data: &[u8]) -> nix::Result<()> {
+    while !data.is_empty() {
+        match nix::unistd::write(fd, data) {
+            Ok(n) => data = &data[n..],
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Sends without SIGPIPE; false when the client is gone (or too slow).
+fn send_all(s: &UnixStream, mut data: &[u8]) -> bool {
+    use nix::sys::socket::{MsgFlags, send};
+    while !data.is_empty() {
+        match send(s.as_raw_fd(), data, MsgFlags::MSG_NOSIGNAL) {
+            Ok(n) => data = &data[n..],
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return false,
+        }
+    }
+    true
+}
