@@ -143,6 +143,81 @@ fn rlimits_oom_score_and_sysctl() {
 }
 
 #[test]
+fn sysctls_outside_the_containers_namespaces_are_refused() {
+    let mut s = Setup::new("sysctl");
+    let good = s.bundle.config().clone();
+    let core_pattern = read(std::path::Path::new("/proc/sys/kernel/core_pattern"));
+    let ip_forward = read(std::path::Path::new("/proc/sys/net/ipv4/ip_forward"));
+    // A value the host does not have, so that a write would show.
+    let other_forward = if ip_forward.trim() == "1" { "0" } else { "1" };
+    // Not namespaced at all.
+    s.bundle.config()["linux"]["sysctl"] = json!({"kernel.core_pattern": "|/bin/false hako-test"});
+    let out = s.run(&["true"]);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("linux.sysctl.kernel.core_pattern") && err.contains("not namespaced"),
+        "{err}"
+    );
+    // Per network namespace, but the container would share the host's.
+    *s.bundle.config() = good.clone();
+    s.bundle.config()["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|n| n["type"] != "network");
+    s.bundle.config()["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": other_forward});
+    let out = s.run(&["true"]);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("linux.sysctl.net.ipv4.ip_forward") && err.contains("network"),
+        "{err}"
+    );
+    // The same for an ipc sysctl without an ipc namespace.
+    *s.bundle.config() = good.clone();
+    s.bundle.config()["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|n| n["type"] != "ipc");
+    s.bundle.config()["linux"]["sysctl"] = json!({"kernel.shmmni": "1000"});
+    let out = s.run(&["true"]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("linux.sysctl.kernel.shmmni"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        read(std::path::Path::new("/proc/sys/kernel/core_pattern")),
+        core_pattern
+    );
+    assert_eq!(
+        read(std::path::Path::new("/proc/sys/net/ipv4/ip_forward")),
+        ip_forward
+    );
+    // Nothing was made for the refused configs.
+    assert!(
+        std::fs::read_dir(s.rt.root())
+            .map(|d| d.count() == 0)
+            .unwrap_or(true)
+    );
+    // With their namespaces they apply, inside only.
+    *s.bundle.config() = good;
+    s.bundle.config()["linux"]["sysctl"] =
+        json!({"net.ipv4.ip_forward": other_forward, "kernel.shmmni": "1000"});
+    let out = s.run(&[
+        "cat",
+        "/proc/sys/net/ipv4/ip_forward",
+        "/proc/sys/kernel/shmmni",
+    ]);
+    assert_eq!(ok(&out), format!("{other_forward}\n1000\n"));
+    assert_eq!(
+        read(std::path::Path::new("/proc/sys/net/ipv4/ip_forward")),
+        ip_forward
+    );
+    s.finish();
+}
+
+#[test]
 fn readonly_root_masked_and_readonly_paths() {
     let mut s = Setup::new("ro");
     s.bundle.config()["root"]["readonly"] = true.into();
