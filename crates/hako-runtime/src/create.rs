@@ -37,6 +37,10 @@ pub struct CreateOptions {
     pub proxy_terminal: bool,
     /// `run`: the init waits for `Created::start` instead of a fifo.
     pub start_in_process: bool,
+    /// Re-execute this process from a sealed copy of its binary when the
+    /// container could otherwise reach it (see `selfexe`). Only for a
+    /// program whose command line does this create again.
+    pub sealed_reexec: bool,
 }
 
 /// A created container.
@@ -124,6 +128,13 @@ pub fn create(opts: CreateOptions) -> Result<Created> {
     let dir = StateDir::new(&opts.root, &opts.id)?;
     let cfg = config::load(&opts.bundle)?;
     crate::trace::mark("config loaded");
+    if opts.sealed_reexec
+        && let Some(p) = cfg.spec.process()
+        && crate::selfexe::needs_sealed_copy(p, &cfg.spec)
+    {
+        crate::selfexe::reexec_sealed()
+            .context(|| "re-execute from a sealed copy of the runtime".to_string())?;
+    }
     let terminal = cfg
         .spec
         .process()

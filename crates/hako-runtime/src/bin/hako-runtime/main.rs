@@ -286,6 +286,8 @@ fn create_options(root: &Path, a: &CreateArgs) -> CreateOptions {
         preserve_fds: a.preserve_fds,
         proxy_terminal: false,
         start_in_process: false,
+        // This command line does the create again after a re-execution.
+        sealed_reexec: true,
     }
 }
 
@@ -619,6 +621,7 @@ fn exec(root: &Path, a: &ExecArgs) -> Result<u8> {
         console_stream: None,
         pid_file: a.pid_file.clone(),
         preserve_fds: a.preserve_fds,
+        sealed_reexec: true,
     };
     if terminal && a.console_socket.is_none() && !a.detach {
         let (mine, theirs) = UnixStream::pair().context("socketpair for the console")?;
