@@ -361,6 +361,9 @@ fn validate(path: &Path, spec: &Spec) -> Result<()> {
                 .map_err(|m| invalid(path, format!("linux.sysctl.{key}"), m))?;
         }
     }
+    if let Some(s) = linux.seccomp() {
+        crate::seccomp::check(s).map_err(|(field, msg)| invalid(path, field, msg))?;
+    }
     if let Some(res) = linux.resources() {
         if let Some(mem) = res.memory() {
             if let (Some(limit), Some(swap)) = (mem.limit(), mem.swap())

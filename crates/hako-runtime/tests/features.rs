@@ -333,6 +333,101 @@ fn seccomp_profile_with_errno_and_args() {
     s.finish();
 }
 
+/// Every syscall name this libseccomp knows, but `except`.
+fn syscall_names_except(except: &[&str]) -> Vec<String> {
+    (0..1024)
+        .filter_map(|n| libseccomp::ScmpSyscall::from(n).get_name().ok())
+        .filter(|n| !except.contains(&n.as_str()))
+        .collect()
+}
+
+#[test]
+fn seccomp_actions_errno_defaults_and_argument_filters() {
+    let mut s = Setup::new("seccomp-act");
+    let archs = json!(["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]);
+    let mkdir = json!(["mkdir", "mkdirat"]);
+    let chmod = ["chmod", "fchmodat", "fchmodat2"];
+    // Deny by default with ENOSYS; a rule without errnoRet returns EPERM
+    // (the spec's default), not the default action's value.
+    s.bundle.config()["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "defaultErrnoRet": 38,
+        "architectures": archs,
+        "syscalls": [
+            {"names": syscall_names_except(&["mkdir", "mkdirat", "chmod", "fchmodat", "fchmodat2"]), "action": "SCMP_ACT_ALLOW"},
+            {"names": chmod, "action": "SCMP_ACT_ERRNO"}
+        ]
+    });
+    let out = s.run(&[
+        "sh",
+        "-c",
+        "mkdir /tmp/x 2>&1; touch /tmp/f; chmod 600 /tmp/f 2>&1; echo end",
+    ]);
+    let text = ok(&out);
+    assert!(text.contains("Function not implemented"), "{text}");
+    assert!(text.contains("Operation not permitted"), "{text}");
+    assert!(text.contains("end"), "{text}");
+
+    // Killed by SIGSYS: 128 + 31.
+    for act in ["SCMP_ACT_KILL_PROCESS", "SCMP_ACT_TRAP"] {
+        s.bundle.config()["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": archs,
+            "syscalls": [{"names": mkdir, "action": act}]
+        });
+        let out = s.run(&["mkdir", "/tmp/x"]);
+        assert_eq!(out.status.code(), Some(159), "{act}: {}", stderr(&out));
+    }
+
+    // Logged, and let through.
+    s.bundle.config()["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": archs,
+        "syscalls": [{"names": mkdir, "action": "SCMP_ACT_LOG"}]
+    });
+    let out = s.run(&["sh", "-c", "mkdir /tmp/x && echo made"]);
+    assert_eq!(ok(&out), "made\n");
+
+    // An argument filter on the mode: 0700 is refused, 0755 is not. The
+    // mode is argument 1 of chmod and 2 of fchmodat(2).
+    let rule = |name: &str, index: u32| json!({"names": [name], "action": "SCMP_ACT_ERRNO", "errnoRet": 13, "args": [{"index": index, "value": 0o700, "op": "SCMP_CMP_EQ"}]});
+    s.bundle.config()["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": archs,
+        "syscalls": [rule("chmod", 1), rule("fchmodat", 2), rule("fchmodat2", 2)]
+    });
+    let out = s.run(&[
+        "sh",
+        "-c",
+        "touch /tmp/f; chmod 700 /tmp/f 2>&1; echo rc=$?; chmod 755 /tmp/f && stat -c %a /tmp/f",
+    ]);
+    let text = ok(&out);
+    assert!(text.contains("Permission denied"), "{text}");
+    assert!(text.contains("rc=1"), "{text}");
+    assert!(text.trim_end().ends_with("755"), "{text}");
+
+    // errnoRet on an action that returns nothing is refused up front.
+    s.bundle.config()["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": mkdir, "action": "SCMP_ACT_KILL", "errnoRet": 1}]
+    });
+    let out = s.run(&["true"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("linux.seccomp.syscalls[0].errnoRet"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        std::fs::read_dir(s.rt.root())
+            .unwrap()
+            .flatten()
+            .all(|e| e.file_name().to_string_lossy().starts_with('.')),
+        "a refused config left state behind"
+    );
+    s.finish();
+}
+
 #[test]
 fn user_namespace_with_id_mappings() {
     let mut s = Setup::new("userns");
