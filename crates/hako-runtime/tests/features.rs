@@ -308,6 +308,34 @@ fn devices_and_dev_links() {
 }
 
 #[test]
+fn default_devices_without_a_dev_mount() {
+    let mut s = Setup::new("nodev");
+    s.bundle.config()["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|m| m["destination"] != "/dev");
+    let script = "ls -l /dev/null /dev/zero /dev/full /dev/random /dev/urandom /dev/tty | awk '{print $1, $5, $6}'; for l in fd stdin stdout stderr ptmx; do readlink /dev/$l; done; head -c 4 /dev/zero | wc -c; echo x > /dev/null && echo null-ok";
+    // Twice: the second run finds what the first left in the rootfs.
+    for _ in 0..2 {
+        let out = s.run(&["sh", "-c", script]);
+        let text = ok(&out);
+        for dev in ["1, 3", "1, 5", "1, 7", "1, 8", "1, 9", "5, 0"] {
+            assert!(text.contains(&format!("crw-rw-rw- {dev}")), "{dev}: {text}");
+        }
+        assert!(
+            text.contains(
+                "/proc/self/fd\n/proc/self/fd/0\n/proc/self/fd/1\n/proc/self/fd/2\npts/ptmx\n4\nnull-ok"
+            ),
+            "{text}"
+        );
+    }
+    // No device node was made on the rootfs's disk.
+    let meta = std::fs::symlink_metadata(s.bundle.rootfs().join("dev/null")).unwrap();
+    assert!(meta.is_file() && meta.len() == 0, "{meta:?}");
+    s.finish();
+}
+
+#[test]
 fn seccomp_profile_with_errno_and_args() {
     let mut s = Setup::new("seccomp");
     s.bundle.config()["linux"]["seccomp"] = json!({
