@@ -277,6 +277,31 @@ fn validate(path: &Path, spec: &Spec) -> Result<()> {
             "missing: a container needs a process to run",
         ));
     }
+    if let Some(hooks) = spec.hooks() {
+        let kinds = [
+            ("prestart", hooks.prestart()),
+            ("createRuntime", hooks.create_runtime()),
+            ("createContainer", hooks.create_container()),
+            ("startContainer", hooks.start_container()),
+            ("poststart", hooks.poststart()),
+            ("poststop", hooks.poststop()),
+        ];
+        for (kind, list) in kinds {
+            for (i, h) in list.iter().flatten().enumerate() {
+                if let Some(t) = h.timeout()
+                    && t <= 0
+                {
+                    return Err(invalid(
+                        path,
+                        format!("hooks.{kind}[{i}].timeout"),
+                        format!(
+                            "{t} is not a timeout: give seconds greater than zero, or leave it out for none"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
     let Some(linux) = spec.linux() else {
         return Ok(());
     };

@@ -148,9 +148,14 @@ fn failing_and_hanging_hooks_follow_the_spec() {
         marker.exists(),
         "a failed poststop hook stops none of the others"
     );
-    // A failing createRuntime hook fails create, and leaves nothing.
-    s.bundle.config()["hooks"] =
-        json!({"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", "exit 9"]}]});
+    // A failing createRuntime hook fails create, and leaves nothing; the
+    // lifecycle goes on at delete, so the poststop hooks run, and see the
+    // container stopped.
+    let poststop = s.bundle.dir().join("poststop.log");
+    s.bundle.config()["hooks"] = json!({
+        "createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", "exit 9"]}],
+        "poststop": [{"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}", poststop.display())]}]
+    });
     let out = s.run(&["true"]);
     assert!(!out.status.success());
     assert!(
@@ -158,6 +163,22 @@ fn failing_and_hanging_hooks_follow_the_spec() {
         "{}",
         stderr(&out)
     );
+    let st: serde_json::Value = serde_json::from_str(&read(&poststop))
+        .unwrap_or_else(|e| panic!("poststop did not run after the failed create: {e}"));
+    assert_eq!(st["status"], "stopped");
+    assert_eq!(st["id"], s.id.as_str());
+    // A timeout of zero or less is refused before anything starts.
+    for t in [0, -5] {
+        s.bundle.config()["hooks"] =
+            json!({"poststop": [{"path": "/bin/true"}, {"path": "/bin/true", "timeout": t}]});
+        let out = s.run(&["true"]);
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains("hooks.poststop[1].timeout"),
+            "{}",
+            stderr(&out)
+        );
+    }
     // A hook past its timeout is killed and fails create.
     s.bundle.config()["hooks"] =
         json!({"prestart": [{"path": "/bin/sleep", "args": ["sleep", "30"], "timeout": 1}]});
