@@ -23,7 +23,7 @@ struct Cli {
     #[arg(long, global = true)]
     log: Option<PathBuf>,
     /// Format of --log: text or json
-    #[arg(long, global = true, default_value = "text")]
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
     /// Print the timing of each phase to stderr
     #[arg(long, global = true)]
@@ -239,14 +239,24 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     hako_runtime::trace::init(cli.debug);
     hako_runtime::trace::mark("arguments parsed");
+    // A log that cannot be written is an error up front: the caller would
+    // otherwise look in it for messages that never come.
+    let file = match &cli.log {
+        Some(p) => match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+        {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!("hako-runtime: --log {}: cannot open it: {e}", p.display());
+                return ExitCode::from(1);
+            }
+        },
+        None => None,
+    };
     let mut log = Log {
-        file: cli.log.as_ref().and_then(|p| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .ok()
-        }),
+        file,
         json: cli.log_format == "json",
     };
     match run(&cli, &mut log) {
