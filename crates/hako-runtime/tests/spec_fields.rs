@@ -278,7 +278,51 @@ fn root_propagation_and_no_pivot() {
         .output()
         .unwrap();
     assert_eq!(ok(&out), "1\nfine\n");
+    // What tells the two apart: with pivot_root the host's mounts are gone
+    // from the container's mount namespace; with --no-pivot the rootfs only
+    // sits on top of them. Entering the namespace from the host lands on
+    // the topmost mount at its root, the rootfs; once that is detached, a
+    // second entry lands on what lies beneath: the host's root with
+    // --no-pivot, nothing to run a program from without.
+    assert!(host_root_beneath(&mut s, true), "--no-pivot");
+    assert!(!host_root_beneath(&mut s, false), "pivot_root");
     s.finish();
+}
+
+/// Creates the container (with `--no-pivot` or not) and says whether the
+/// host's root lies beneath its rootfs in its mount namespace.
+fn host_root_beneath(s: &mut Setup, no_pivot: bool) -> bool {
+    s.bundle.set_args(&["sleep", "300"]);
+    s.bundle.save();
+    let (out, err) = Runtime::output_files(&s.bundle, &s.id);
+    let mut create = s.cmd();
+    create.arg("create");
+    if no_pivot {
+        create.arg("--no-pivot");
+    }
+    let status = create
+        .args(["--bundle", s.bundle.dir().to_str().unwrap(), &s.id])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{}", read(&err));
+    let pid = s.rt.state(&s.id)["pid"].as_i64().unwrap();
+    let mnt = format!("--mount=/proc/{pid}/ns/mnt");
+    // The busybox umount of the container's rootfs; the init keeps its
+    // root, the namespace's stack loses its top.
+    ok(&std::process::Command::new("nsenter")
+        .args([mnt.as_str(), "umount", "-l", "/"])
+        .output()
+        .unwrap());
+    let probe = format!("test -d {} && echo host-root", s.bundle.dir().display());
+    let o = std::process::Command::new("nsenter")
+        .args([mnt.as_str(), "/bin/sh", "-c", probe.as_str()])
+        .output()
+        .unwrap();
+    s.force_delete();
+    stdout(&o).contains("host-root")
 }
 
 #[test]
