@@ -248,11 +248,8 @@ pub fn reexec_sealed() -> std::io::Result<()> {
     if unsafe { libc::fcntl(copy.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    let cmdline = std::fs::read("/proc/self/cmdline")?;
-    let args: Vec<CString> = cmdline
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| CString::new(a).unwrap_or_default())
+    let args: Vec<CString> = std::env::args_os()
+        .map(|a| CString::new(a.into_encoded_bytes()).unwrap_or_default())
         .collect();
     let mut envs: Vec<CString> = std::env::vars_os()
         .filter_map(|(k, v)| {
