@@ -125,28 +125,20 @@ fn takes_errno(a: LinuxSeccompAction) -> bool {
     )
 }
 
-/// Refuses an `errnoRet` (or `defaultErrnoRet`) on an action that returns
-/// no value, which would otherwise be silently ignored. Returns the field
-/// and the message.
+/// Refuses a rule's `errnoRet` on an action that returns no value, which
+/// would otherwise be silently ignored. Returns the field and the message.
+/// (`defaultErrnoRet` beside a default action that takes none is ignored
+/// instead, as runc does: profiles carry it whatever their default.)
 pub fn check(s: &LinuxSeccomp) -> std::result::Result<(), (String, String)> {
-    let refuse = |field: String, a: LinuxSeccompAction| {
-        Err((
-            field,
-            format!(
-                "{} returns no value: only SCMP_ACT_ERRNO and SCMP_ACT_TRACE take one; remove the field",
-                enum_name(&a)
-            ),
-        ))
-    };
-    if s.default_errno_ret().is_some() && !takes_errno(s.default_action()) {
-        return refuse("linux.seccomp.defaultErrnoRet".into(), s.default_action());
-    }
     for (i, rule) in s.syscalls().iter().flatten().enumerate() {
         if rule.errno_ret().is_some() && !takes_errno(rule.action()) {
-            return refuse(
+            return Err((
                 format!("linux.seccomp.syscalls[{i}].errnoRet"),
-                rule.action(),
-            );
+                format!(
+                    "{} returns no value: only SCMP_ACT_ERRNO and SCMP_ACT_TRACE take one; remove the field",
+                    enum_name(&rule.action())
+                ),
+            ));
         }
     }
     Ok(())
