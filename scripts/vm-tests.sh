@@ -36,4 +36,4 @@ if [ -n "$failed" ]; then echo "FAILED:$failed"; exit 1; fi
 echo "all test executables passed on cgroup v2"
 RUN
 chmod +x "$payload/run.sh"
-bash .ci/vm/run-in-vm.sh "$payload" --mem 3072 --timeout 2400
+bash .ci/vm/run-in-vm.sh "$payload" --mem 3072 --timeout 1200

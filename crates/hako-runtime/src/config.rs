@@ -277,6 +277,31 @@ fn validate(path: &Path, spec: &Spec) -> Result<()> {
             "missing: a container needs a process to run",
         ));
     }
+    if let Some(hooks) = spec.hooks() {
+        let kinds = [
+            ("prestart", hooks.prestart()),
+            ("createRuntime", hooks.create_runtime()),
+            ("createContainer", hooks.create_container()),
+            ("startContainer", hooks.start_container()),
+            ("poststart", hooks.poststart()),
+            ("poststop", hooks.poststop()),
+        ];
+        for (kind, list) in kinds {
+            for (i, h) in list.iter().flatten().enumerate() {
+                if let Some(t) = h.timeout()
+                    && t <= 0
+                {
+                    return Err(invalid(
+                        path,
+                        format!("hooks.{kind}[{i}].timeout"),
+                        format!(
+                            "{t} is not a timeout: give seconds greater than zero, or leave it out for none"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
     let Some(linux) = spec.linux() else {
         return Ok(());
     };
@@ -346,7 +371,9 @@ fn validate(path: &Path, spec: &Spec) -> Result<()> {
         ));
     }
     if let Some(sysctl) = linux.sysctl() {
-        for key in sysctl.keys() {
+        let mut keys: Vec<&String> = sysctl.keys().collect();
+        keys.sort();
+        for key in keys {
             if key.contains("..") || key.contains('/') && key.contains('.') && key.starts_with('/')
             {
                 return Err(invalid(
@@ -355,7 +382,12 @@ fn validate(path: &Path, spec: &Spec) -> Result<()> {
                     "not a sysctl name",
                 ));
             }
+            check_sysctl(key, &namespaces)
+                .map_err(|m| invalid(path, format!("linux.sysctl.{key}"), m))?;
         }
+    }
+    if let Some(s) = linux.seccomp() {
+        crate::seccomp::check(s).map_err(|(field, msg)| invalid(path, field, msg))?;
     }
     if let Some(res) = linux.resources() {
         if let Some(mem) = res.memory() {
@@ -395,6 +427,74 @@ fn validate(path: &Path, spec: &Spec) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The sysctls the kernel keeps per ipc namespace (besides `fs.mqueue.*`).
+const IPC_SYSCTLS: [&str; 8] = [
+    "kernel.msgmax",
+    "kernel.msgmnb",
+    "kernel.msgmni",
+    "kernel.sem",
+    "kernel.shmall",
+    "kernel.shmmax",
+    "kernel.shmmni",
+    "kernel.shm_rmid_forced",
+];
+
+/// Whether the container gets a namespace of type `t` of its own: a new
+/// one, or one joined by a path that is not the runtime's (the host's)
+/// own namespace of that type.
+fn own_namespace(
+    namespaces: &[oci_spec::runtime::LinuxNamespace],
+    t: oci_spec::runtime::LinuxNamespaceType,
+) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(ns) = namespaces.iter().find(|n| n.typ() == t) else {
+        return false;
+    };
+    let Some(p) = ns.path() else {
+        return true;
+    };
+    let mine = format!("/proc/self/ns/{}", crate::namespaces::name(t));
+    match (std::fs::metadata(p), std::fs::metadata(mine)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) != (b.dev(), b.ino()),
+        // A path that cannot be read fails when it is joined, with its
+        // own message.
+        _ => true,
+    }
+}
+
+/// Refuses a sysctl that would not stay inside the container: only the
+/// namespaced ones are allowed, each with its namespace (the same rules as
+/// runc's validator).
+fn check_sysctl(
+    key: &str,
+    namespaces: &[oci_spec::runtime::LinuxNamespace],
+) -> std::result::Result<(), String> {
+    use oci_spec::runtime::LinuxNamespaceType as Ns;
+    // Both separators name the same file under /proc/sys.
+    let name = key.replace('/', ".");
+    let need = |t: Ns, what: &str, ns: &str| {
+        if own_namespace(namespaces, t) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{name} is {what}, and the container shares the host's {ns} namespace, so writing it would change the host: add {{\"type\": \"{ns}\"}} to linux.namespaces or remove the sysctl"
+            ))
+        }
+    };
+    if IPC_SYSCTLS.contains(&name.as_str()) || name.starts_with("fs.mqueue.") {
+        return need(Ns::Ipc, "kept per ipc namespace", "ipc");
+    }
+    if name.starts_with("net.") {
+        return need(Ns::Network, "kept per network namespace", "network");
+    }
+    if name == "kernel.hostname" || name == "kernel.domainname" {
+        return need(Ns::Uts, "kept per uts namespace", "uts");
+    }
+    Err(format!(
+        "{name} is not namespaced: it is one value for the whole host, so a container may not set it (only kernel.msg*, kernel.sem, kernel.shm*, fs.mqueue.* with an ipc namespace, net.* with a network namespace, kernel.hostname and kernel.domainname with a uts namespace)"
+    ))
 }
 
 /// The default configuration `spec` writes: a busybox-friendly container
@@ -533,6 +633,44 @@ mod tests {
         spec["linux"]["resources"]["memory"] = serde_json::json!({"limit": 0});
         let err = parse_str(&spec.to_string()).unwrap_err().to_string();
         assert!(err.contains("linux.resources.memory.limit"), "{err}");
+    }
+
+    #[test]
+    fn sysctls_need_their_namespace() {
+        let err_of = |key: &str, drop_ns: Option<&str>| {
+            let mut spec = default_spec(false);
+            if let Some(t) = drop_ns {
+                spec["linux"]["namespaces"]
+                    .as_array_mut()
+                    .unwrap()
+                    .retain(|n| n["type"] != t);
+            }
+            spec["linux"]["sysctl"] = serde_json::json!({key: "1"});
+            parse_str(&spec.to_string()).err().map(|e| e.to_string())
+        };
+        for ok in [
+            "kernel.shmmni",
+            "fs.mqueue.msg_max",
+            "net.ipv4.ip_forward",
+            "kernel.hostname",
+        ] {
+            assert_eq!(err_of(ok, None), None, "{ok}");
+        }
+        assert!(err_of("net/ipv4/ip_forward", None).is_none());
+        for (key, ns) in [
+            ("kernel.sem", "ipc"),
+            ("fs.mqueue.queues_max", "ipc"),
+            ("net.core.somaxconn", "network"),
+            ("net/ipv4/ip_forward", "network"),
+            ("kernel.domainname", "uts"),
+        ] {
+            let err = err_of(key, Some(ns)).unwrap();
+            assert!(err.contains(&format!("linux.sysctl.{key}")), "{err}");
+        }
+        let err = err_of("kernel.core_pattern", None).unwrap();
+        assert!(err.contains("not namespaced"), "{err}");
+        let err = err_of("vm.overcommit_memory", None).unwrap();
+        assert!(err.contains("not namespaced"), "{err}");
     }
 
     #[test]

@@ -127,6 +127,12 @@ pub fn start_created(created: &mut Created) -> Result<Vec<String>> {
 }
 
 pub fn kill_container(root: &Path, id: &str, signal: i32, all: bool) -> Result<()> {
+    if !(1..=libc::SIGRTMAX()).contains(&signal) {
+        return Err(Error::Init(format!(
+            "{signal} is not a signal: use 1 to {}",
+            libc::SIGRTMAX()
+        )));
+    }
     let c = load(root, id)?;
     if c.status == Status::Stopped && !all {
         return Err(wrong_state(
@@ -147,12 +153,14 @@ pub fn kill_container(root: &Path, id: &str, signal: i32, all: bool) -> Result<(
     if c.status == Status::Stopped {
         return Ok(());
     }
-    let sig =
-        Signal::try_from(signal).map_err(|_| Error::Init(format!("{signal} is not a signal")))?;
-    kill(Pid::from_raw(c.state.pid), sig)
-        .context(|| format!("send {sig} to the init (pid {})", c.state.pid))?;
+    // Realtime signals have no `Signal` of their own: the number goes as
+    // it is.
+    let name =
+        Signal::try_from(signal).map_or_else(|_| format!("signal {signal}"), |s| s.to_string());
+    crate::sys::send_signal(c.state.pid, signal)
+        .context(|| format!("send {name} to the init (pid {})", c.state.pid))?;
     if paused
-        && sig == Signal::SIGKILL
+        && signal == libc::SIGKILL
         && let Some(cg) = &c.state.cgroup
     {
         cg.thaw()?;

@@ -37,6 +37,10 @@ pub struct CreateOptions {
     pub proxy_terminal: bool,
     /// `run`: the init waits for `Created::start` instead of a fifo.
     pub start_in_process: bool,
+    /// Re-execute this process from a sealed copy of its binary when the
+    /// container could otherwise reach it (see `selfexe`). Only for a
+    /// program whose command line does this create again.
+    pub sealed_reexec: bool,
 }
 
 /// A created container.
@@ -76,6 +80,10 @@ struct Guard<'a> {
     /// Devices moved into the init's network namespace: they go back to the
     /// host before the namespace dies (which would destroy virtual ones).
     net_devices: Vec<(String, String)>,
+    /// Once the container's hooks have started, a failed create continues
+    /// the lifecycle at delete, as the spec says: these poststop hooks
+    /// run, with this state, after everything is released.
+    poststop: Option<(Vec<oci_spec::runtime::Hook>, String)>,
     armed: bool,
 }
 
@@ -117,6 +125,14 @@ impl Drop for Guard<'_> {
             let _ = cg.destroy();
         }
         let _ = self.dir.remove();
+        if let Some((list, state)) = self.poststop.take() {
+            for h in &list {
+                // As at delete, a failing poststop hook is only a warning.
+                if let Err(e) = hooks::run("poststop", h, &state) {
+                    eprintln!("hako-runtime: warning: {e}");
+                }
+            }
+        }
     }
 }
 
@@ -124,6 +140,13 @@ pub fn create(opts: CreateOptions) -> Result<Created> {
     let dir = StateDir::new(&opts.root, &opts.id)?;
     let cfg = config::load(&opts.bundle)?;
     crate::trace::mark("config loaded");
+    if opts.sealed_reexec
+        && let Some(p) = cfg.spec.process()
+        && crate::selfexe::needs_sealed_copy(p, &cfg.spec)
+    {
+        crate::selfexe::reexec_sealed()
+            .context(|| "re-execute from a sealed copy of the runtime".to_string())?;
+    }
     let terminal = cfg
         .spec
         .process()
@@ -153,6 +176,7 @@ pub fn create(opts: CreateOptions) -> Result<Created> {
         cgroup: None,
         child: None,
         net_devices: Vec::new(),
+        poststop: None,
         armed: true,
     };
     let mut warnings = cfg.warnings.clone();
@@ -361,6 +385,10 @@ pub fn create(opts: CreateOptions) -> Result<Created> {
                 move_devices(&mut guard, &net_devices, pid)?;
                 let st =
                     hooks::state_json(&opts.id, Status::Creating, pid, &cfg.bundle, &annotations);
+                guard.poststop = Some((
+                    hooks::of(&cfg.spec, |h| h.poststop()),
+                    hooks::state_json(&opts.id, Status::Stopped, pid, &cfg.bundle, &annotations),
+                ));
                 hooks::run_all("prestart", &hooks::of(&cfg.spec, |h| h.prestart()), &st)?;
                 hooks::run_all(
                     "createRuntime",

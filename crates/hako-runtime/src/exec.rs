@@ -26,6 +26,10 @@ pub struct ExecOptions {
     pub console_stream: Option<UnixStream>,
     pub pid_file: Option<PathBuf>,
     pub preserve_fds: u32,
+    /// Re-execute this process from a sealed copy of its binary when the
+    /// process could otherwise reach it (see `selfexe`). Only for a
+    /// program whose command line does this exec again.
+    pub sealed_reexec: bool,
 }
 
 /// Starts `process` in the container; returns its pid (a child of this
@@ -41,6 +45,12 @@ pub fn exec(root: &Path, id: &str, process: &Process, opts: ExecOptions) -> Resu
         });
     }
     let spec = c.state.spec()?;
+    if opts.sealed_reexec && crate::selfexe::needs_sealed_copy(process, &spec) {
+        // The state lock's descriptor is close-on-exec: the lock goes
+        // with the exec, and the new process takes it again.
+        crate::selfexe::reexec_sealed()
+            .context(|| "re-execute from a sealed copy of the runtime".to_string())?;
+    }
     let terminal = process.terminal().unwrap_or(false);
     let init_pid = c.state.pid;
     let namespaces = spec

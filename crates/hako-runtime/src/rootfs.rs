@@ -331,11 +331,15 @@ pub fn prepare(
 
     let root = open_root(ctx.rootfs)?;
     let mut dev_is_tmpfs = false;
+    let mut dev_mounted = false;
     let mut cgroup_waited = false;
     for (i, m) in ctx.spec.mounts().iter().flatten().enumerate() {
         if !cgroup_waited && matches!(m.typ().as_deref(), Some("cgroup") | Some("cgroup2")) {
             before_cgroup_mount()?;
             cgroup_waited = true;
+        }
+        if m.destination() == Path::new("/dev") {
+            dev_mounted = true;
         }
         if m.destination() == Path::new("/dev") && m.typ().as_deref() != Some("bind") {
             let bind = m
@@ -353,15 +357,16 @@ pub fn prepare(
             other => other,
         })?;
     }
-    if dev_is_tmpfs {
-        for (path, kind, major, minor) in [
-            ("/dev/null", LinuxDeviceType::C, 1, 3),
-            ("/dev/zero", LinuxDeviceType::C, 1, 5),
-            ("/dev/full", LinuxDeviceType::C, 1, 7),
-            ("/dev/random", LinuxDeviceType::C, 1, 8),
-            ("/dev/urandom", LinuxDeviceType::C, 1, 9),
-            ("/dev/tty", LinuxDeviceType::C, 5, 0),
-        ] {
+    // The spec's default devices are always there: made in a /dev tmpfs,
+    // or, with no mount at /dev, bound from the host onto files in the
+    // rootfs's own /dev (a device node made there would stay on its disk).
+    if dev_is_tmpfs || !dev_mounted {
+        for (path, kind, major, minor) in DEFAULT_DEVICES {
+            if !dev_mounted {
+                let rdev = makedev(major.unsigned_abs(), minor.unsigned_abs());
+                bind_host_device(&root, Path::new(path), rdev)?;
+                continue;
+            }
             let mut d = LinuxDevice::default();
             d.set_path(PathBuf::from(path));
             d.set_typ(kind);
@@ -400,6 +405,36 @@ pub fn prepare(
         make_device(ctx, &root, d)?;
     }
     Ok(())
+}
+
+/// The devices the runtime-spec says every container has.
+const DEFAULT_DEVICES: [(&str, LinuxDeviceType, i64, i64); 6] = [
+    ("/dev/null", LinuxDeviceType::C, 1, 3),
+    ("/dev/zero", LinuxDeviceType::C, 1, 5),
+    ("/dev/full", LinuxDeviceType::C, 1, 7),
+    ("/dev/random", LinuxDeviceType::C, 1, 8),
+    ("/dev/urandom", LinuxDeviceType::C, 1, 9),
+    ("/dev/tty", LinuxDeviceType::C, 5, 0),
+];
+
+/// Binds the host's device node `path` onto the same path in the rootfs
+/// (resolved inside it), unless the rootfs has that very device there.
+fn bind_host_device(root: &OwnedFd, path: &Path, rdev: u64) -> Result<()> {
+    let t = make_target(root, path, true)?;
+    let st = nix::sys::stat::fstat(&t).context(|| format!("stat {} in rootfs", path.display()))?;
+    if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFCHR
+        && st.st_rdev == rdev
+    {
+        return Ok(());
+    }
+    mount(
+        Some(path),
+        sys::fd_path(&t).as_str(),
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .context(|| format!("bind device {}", path.display()))
 }
 
 fn mount_one(ctx: &RootfsContext, root: &OwnedFd, index: usize, m: &Mount) -> Result<()> {

@@ -41,11 +41,14 @@ impl Filter {
     }
 }
 
-fn action(a: LinuxSeccompAction, errno: Option<u32>, default_errno: Option<u32>) -> ScmpAction {
+/// The libseccomp action for a spec action. `errno` is the rule's
+/// `errnoRet` (or, for the default action, `defaultErrnoRet`); without it
+/// the spec's default, EPERM, applies: `defaultErrnoRet` is for the
+/// default action only.
+fn action(a: LinuxSeccompAction, errno: Option<u32>) -> ScmpAction {
     use LinuxSeccompAction as A;
-    let errno_value = |e: Option<u32>| {
-        i32::try_from(e.or(default_errno).unwrap_or(libc::EPERM as u32)).unwrap_or(libc::EPERM)
-    };
+    let errno_value =
+        |e: Option<u32>| i32::try_from(e.unwrap_or(libc::EPERM as u32)).unwrap_or(libc::EPERM);
     match a {
         A::ScmpActKill | A::ScmpActKillThread => ScmpAction::KillThread,
         A::ScmpActKillProcess => ScmpAction::KillProcess,
@@ -114,13 +117,40 @@ fn flags(s: &LinuxSeccomp, warnings: &mut Vec<String>) -> u32 {
     f
 }
 
+/// Whether an action takes a return value (`errnoRet`).
+fn takes_errno(a: LinuxSeccompAction) -> bool {
+    matches!(
+        a,
+        LinuxSeccompAction::ScmpActErrno | LinuxSeccompAction::ScmpActTrace
+    )
+}
+
+/// Refuses a rule's `errnoRet` on an action that returns no value, which
+/// would otherwise be silently ignored. Returns the field and the message.
+/// (`defaultErrnoRet` beside a default action that takes none is ignored
+/// instead, as runc does: profiles carry it whatever their default.)
+pub fn check(s: &LinuxSeccomp) -> std::result::Result<(), (String, String)> {
+    for (i, rule) in s.syscalls().iter().flatten().enumerate() {
+        if rule.errno_ret().is_some() && !takes_errno(rule.action()) {
+            return Err((
+                format!("linux.seccomp.syscalls[{i}].errnoRet"),
+                format!(
+                    "{} returns no value: only SCMP_ACT_ERRNO and SCMP_ACT_TRACE take one; remove the field",
+                    enum_name(&rule.action())
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Compiles a profile with libseccomp.
 fn compile(s: &LinuxSeccomp) -> Result<Vec<u8>> {
     let err = |field: &str, e: libseccomp::error::SeccompError| {
         Error::Seccomp(format!("linux.seccomp.{field}: {e}"))
     };
-    let default_errno = s.default_errno_ret();
-    let default = action(s.default_action(), None, default_errno);
+    check(s).map_err(|(field, msg)| Error::Seccomp(format!("{field}: {msg}")))?;
+    let default = action(s.default_action(), s.default_errno_ret());
     let mut ctx = ScmpFilterContext::new(default).map_err(|e| err("defaultAction", e))?;
     for (i, a) in s.architectures().iter().flatten().enumerate() {
         let name = enum_name(a);
@@ -131,9 +161,9 @@ fn compile(s: &LinuxSeccomp) -> Result<Vec<u8>> {
         }
     }
     for (i, rule) in s.syscalls().iter().flatten().enumerate() {
-        let act = action(rule.action(), rule.errno_ret(), default_errno);
-        // A rule whose action is the default adds nothing, and libseccomp
-        // refuses it.
+        let act = action(rule.action(), rule.errno_ret());
+        // A rule whose action is the default (the same action with the same
+        // return value) adds nothing, and libseccomp refuses it.
         if act == default {
             continue;
         }
@@ -201,6 +231,11 @@ fn memfd(name: &str) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Bumped whenever `compile` turns the same profile into a different
+/// program, so that a cache written by an older build of the same version
+/// is not used (2: rules without errnoRet return EPERM).
+const COMPILER_REVISION: u32 = 2;
+
 /// The filter for a profile: from the cache under `cache_dir` when this
 /// exact profile was compiled before, else compiled and stored there.
 pub fn prepare(
@@ -223,6 +258,7 @@ pub fn prepare(
         .unwrap_or((0, 0, 0));
     v.hash(&mut h);
     env!("CARGO_PKG_VERSION").hash(&mut h);
+    COMPILER_REVISION.hash(&mut h);
     let file = dir.join(format!("{:016x}.bpf", h.finish()));
     if let Some(program) = read_cached(&file, &key) {
         return Ok(Filter { program, flags });

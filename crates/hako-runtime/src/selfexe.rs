@@ -14,6 +14,19 @@
 //! which nobody can write; the runtime binary is never on that path. This
 //! costs one exec of a tiny binary, where copying the whole runtime into a
 //! memfd and re-executing it (what other runtimes do) costs milliseconds.
+//!
+//! Non-dumpable is not enough against a container process that has
+//! `CAP_SYS_PTRACE` in the host's user namespace: that capability lets it
+//! open `/proc/PID/exe` of a non-dumpable process, so it could open the
+//! runtime binary through the waiting init (or an exec'd process before
+//! its exec) and rewrite it later. For such containers alone, `create`
+//! and `exec` first re-execute themselves from a sealed memfd copy of the
+//! binary ([`reexec_sealed`]): every process they start in the container
+//! then runs from that copy, which nobody can write, and the binary on
+//! disk is never in reach. With the default capabilities (no
+//! `CAP_SYS_PTRACE`) or a new user namespace (where the capability does
+//! not reach the host's processes) the copy is skipped, and the fast path
+//! stays as it is.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -158,6 +171,113 @@ impl Trampoline {
         };
         std::io::Error::last_os_error()
     }
+}
+
+/// Set in the environment of the sealed re-execution, so that it happens
+/// once.
+pub const SEALED_ENV: &str = "_HAKO_RUNTIME_SEALED";
+
+/// The memfd's name, which `/proc/PID/exe` shows as `/memfd:NAME (deleted)`.
+const SEALED_NAME: &std::ffi::CStr = c"hako-runtime";
+
+/// Whether a process with `process`'s capabilities in a container made
+/// from `spec` could reach the runtime binary through `/proc/PID/exe`: it
+/// keeps `CAP_SYS_PTRACE` in its bounding set and has no new user
+/// namespace to confine that capability.
+pub fn needs_sealed_copy(
+    process: &oci_spec::runtime::Process,
+    spec: &oci_spec::runtime::Spec,
+) -> bool {
+    use oci_spec::runtime::{Capability, LinuxNamespaceType};
+    let ptrace = process
+        .capabilities()
+        .as_ref()
+        .and_then(|c| c.bounding().as_ref())
+        .is_some_and(|b| b.contains(&Capability::SysPtrace));
+    let new_userns = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| {
+            ns.iter()
+                .any(|n| n.typ() == LinuxNamespaceType::User && n.path().is_none())
+        });
+    ptrace && !new_userns
+}
+
+/// Whether this process already runs from the sealed copy.
+fn running_sealed() -> bool {
+    std::fs::read_link("/proc/self/exe").is_ok_and(|p| {
+        p.as_os_str()
+            .as_encoded_bytes()
+            .starts_with(b"/memfd:hako-runtime")
+    })
+}
+
+/// Re-executes this process, with the same arguments and environment (plus
+/// [`SEALED_ENV`]), from a sealed memfd copy of its binary. Returns at once
+/// when it runs from that copy already; otherwise returns only on failure.
+pub fn reexec_sealed() -> std::io::Result<()> {
+    let marked = std::env::var_os(SEALED_ENV).is_some();
+    if running_sealed() {
+        return Ok(());
+    }
+    if marked {
+        // Set by our own re-execution, which then did not run from the
+        // copy: going on would loop.
+        return Err(std::io::Error::other(format!(
+            "{SEALED_ENV} is set but /proc/self/exe is not the sealed copy; unset it"
+        )));
+    }
+    let mut binary = std::fs::File::open("/proc/self/exe")?;
+    // SAFETY: memfd_create with a valid NUL-terminated name.
+    let fd = unsafe {
+        libc::memfd_create(
+            SEALED_NAME.as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor to us.
+    let mut copy = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    std::io::copy(&mut binary, &mut copy)?;
+    drop(binary);
+    // SAFETY: F_ADD_SEALS on a memfd made with MFD_ALLOW_SEALING.
+    if unsafe { libc::fcntl(copy.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let args: Vec<CString> = std::env::args_os()
+        .map(|a| CString::new(a.into_encoded_bytes()).unwrap_or_default())
+        .collect();
+    let mut envs: Vec<CString> = std::env::vars_os()
+        .filter_map(|(k, v)| {
+            let mut kv = k.into_encoded_bytes();
+            kv.push(b'=');
+            kv.extend(v.into_encoded_bytes());
+            CString::new(kv).ok()
+        })
+        .collect();
+    envs.push(CString::new(format!("{SEALED_ENV}=1")).unwrap_or_default());
+    let mut argv: Vec<*const libc::c_char> = args.iter().map(|s| s.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = envs.iter().map(|s| s.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    // SAFETY: argv and envp are NUL-terminated arrays of valid C strings
+    // that outlive the call; with AT_EMPTY_PATH only the descriptor is
+    // used. On success this does not return.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            copy.as_raw_fd(),
+            c"".as_ptr(),
+            argv.as_ptr(),
+            envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    Err(std::io::Error::last_os_error())
 }
 
 #[cfg(test)]

@@ -186,10 +186,19 @@ pub fn process_state(pid: i32) -> Option<char> {
 }
 
 /// Sets this process non-dumpable: other processes (a container's, in
-/// particular) can then no longer open /proc/PID/exe or /proc/PID/fd of it.
+/// particular) can then no longer open /proc/PID/exe or /proc/PID/fd of it,
+/// unless they have CAP_SYS_PTRACE over it (which `selfexe` deals with).
 pub fn set_non_dumpable() -> nix::Result<()> {
     // SAFETY: prctl with integer arguments only.
     let ret = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    if ret == 0 { Ok(()) } else { Err(Errno::last()) }
+}
+
+/// Sends signal number `sig` to `pid`; unlike nix's `Signal`, any number
+/// the kernel has, realtime signals included.
+pub fn send_signal(pid: i32, sig: i32) -> nix::Result<()> {
+    // SAFETY: kill with integer arguments only.
+    let ret = unsafe { libc::kill(pid, sig) };
     if ret == 0 { Ok(()) } else { Err(Errno::last()) }
 }
 

@@ -37,6 +37,37 @@ fn log_file_in_json_and_systemd_driver_refused() {
         entry["msg"].as_str().unwrap().contains("does not exist"),
         "{line}"
     );
+    // A log that cannot be opened, or a format that is neither text nor
+    // json, fails the command (even one that would succeed), naming it.
+    let unopenable = s.bundle.dir().join("no/such/dir/runtime.log");
+    let out = s
+        .cmd()
+        .args(["--log", unopenable.to_str().unwrap(), "list"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains(unopenable.to_str().unwrap()),
+        "{}",
+        stderr(&out)
+    );
+    let out = s
+        .cmd()
+        .args([
+            "--log",
+            log.to_str().unwrap(),
+            "--log-format",
+            "xml",
+            "list",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("--log-format") && stderr(&out).contains("xml"),
+        "{}",
+        stderr(&out)
+    );
     let out = s.cmd().args(["--systemd-cgroup", "list"]).output().unwrap();
     assert!(!out.status.success());
     assert!(

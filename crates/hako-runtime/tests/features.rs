@@ -143,6 +143,81 @@ fn rlimits_oom_score_and_sysctl() {
 }
 
 #[test]
+fn sysctls_outside_the_containers_namespaces_are_refused() {
+    let mut s = Setup::new("sysctl");
+    let good = s.bundle.config().clone();
+    let core_pattern = read(std::path::Path::new("/proc/sys/kernel/core_pattern"));
+    let ip_forward = read(std::path::Path::new("/proc/sys/net/ipv4/ip_forward"));
+    // A value the host does not have, so that a write would show.
+    let other_forward = if ip_forward.trim() == "1" { "0" } else { "1" };
+    // Not namespaced at all.
+    s.bundle.config()["linux"]["sysctl"] = json!({"kernel.core_pattern": "|/bin/false hako-test"});
+    let out = s.run(&["true"]);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("linux.sysctl.kernel.core_pattern") && err.contains("not namespaced"),
+        "{err}"
+    );
+    // Per network namespace, but the container would share the host's.
+    *s.bundle.config() = good.clone();
+    s.bundle.config()["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|n| n["type"] != "network");
+    s.bundle.config()["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": other_forward});
+    let out = s.run(&["true"]);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("linux.sysctl.net.ipv4.ip_forward") && err.contains("network"),
+        "{err}"
+    );
+    // The same for an ipc sysctl without an ipc namespace.
+    *s.bundle.config() = good.clone();
+    s.bundle.config()["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|n| n["type"] != "ipc");
+    s.bundle.config()["linux"]["sysctl"] = json!({"kernel.shmmni": "1000"});
+    let out = s.run(&["true"]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("linux.sysctl.kernel.shmmni"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        read(std::path::Path::new("/proc/sys/kernel/core_pattern")),
+        core_pattern
+    );
+    assert_eq!(
+        read(std::path::Path::new("/proc/sys/net/ipv4/ip_forward")),
+        ip_forward
+    );
+    // Nothing was made for the refused configs.
+    assert!(
+        std::fs::read_dir(s.rt.root())
+            .map(|d| d.count() == 0)
+            .unwrap_or(true)
+    );
+    // With their namespaces they apply, inside only.
+    *s.bundle.config() = good;
+    s.bundle.config()["linux"]["sysctl"] =
+        json!({"net.ipv4.ip_forward": other_forward, "kernel.shmmni": "1000"});
+    let out = s.run(&[
+        "cat",
+        "/proc/sys/net/ipv4/ip_forward",
+        "/proc/sys/kernel/shmmni",
+    ]);
+    assert_eq!(ok(&out), format!("{other_forward}\n1000\n"));
+    assert_eq!(
+        read(std::path::Path::new("/proc/sys/net/ipv4/ip_forward")),
+        ip_forward
+    );
+    s.finish();
+}
+
+#[test]
 fn readonly_root_masked_and_readonly_paths() {
     let mut s = Setup::new("ro");
     s.bundle.config()["root"]["readonly"] = true.into();
@@ -233,6 +308,34 @@ fn devices_and_dev_links() {
 }
 
 #[test]
+fn default_devices_without_a_dev_mount() {
+    let mut s = Setup::new("nodev");
+    s.bundle.config()["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|m| m["destination"] != "/dev");
+    let script = "ls -l /dev/null /dev/zero /dev/full /dev/random /dev/urandom /dev/tty | awk '{print $1, $5, $6}'; for l in fd stdin stdout stderr ptmx; do readlink /dev/$l; done; head -c 4 /dev/zero | wc -c; echo x > /dev/null && echo null-ok";
+    // Twice: the second run finds what the first left in the rootfs.
+    for _ in 0..2 {
+        let out = s.run(&["sh", "-c", script]);
+        let text = ok(&out);
+        for dev in ["1, 3", "1, 5", "1, 7", "1, 8", "1, 9", "5, 0"] {
+            assert!(text.contains(&format!("crw-rw-rw- {dev}")), "{dev}: {text}");
+        }
+        assert!(
+            text.contains(
+                "/proc/self/fd\n/proc/self/fd/0\n/proc/self/fd/1\n/proc/self/fd/2\npts/ptmx\n4\nnull-ok"
+            ),
+            "{text}"
+        );
+    }
+    // No device node was made on the rootfs's disk.
+    let meta = std::fs::symlink_metadata(s.bundle.rootfs().join("dev/null")).unwrap();
+    assert!(meta.is_file() && meta.len() == 0, "{meta:?}");
+    s.finish();
+}
+
+#[test]
 fn seccomp_profile_with_errno_and_args() {
     let mut s = Setup::new("seccomp");
     s.bundle.config()["linux"]["seccomp"] = json!({
@@ -255,6 +358,101 @@ fn seccomp_profile_with_errno_and_args() {
     assert!(text.contains("Operation not permitted"), "{text}");
     assert!(text.contains("rc=1"), "{text}");
     assert!(text.contains("touch-ok"), "{text}");
+    s.finish();
+}
+
+/// Every syscall name this libseccomp knows, but `except`.
+fn syscall_names_except(except: &[&str]) -> Vec<String> {
+    (0..1024)
+        .filter_map(|n| libseccomp::ScmpSyscall::from(n).get_name().ok())
+        .filter(|n| !except.contains(&n.as_str()))
+        .collect()
+}
+
+#[test]
+fn seccomp_actions_errno_defaults_and_argument_filters() {
+    let mut s = Setup::new("seccomp-act");
+    let archs = json!(["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]);
+    let mkdir = json!(["mkdir", "mkdirat"]);
+    let chmod = ["chmod", "fchmodat", "fchmodat2"];
+    // Deny by default with ENOSYS; a rule without errnoRet returns EPERM
+    // (the spec's default), not the default action's value.
+    s.bundle.config()["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "defaultErrnoRet": 38,
+        "architectures": archs,
+        "syscalls": [
+            {"names": syscall_names_except(&["mkdir", "mkdirat", "chmod", "fchmodat", "fchmodat2"]), "action": "SCMP_ACT_ALLOW"},
+            {"names": chmod, "action": "SCMP_ACT_ERRNO"}
+        ]
+    });
+    let out = s.run(&[
+        "sh",
+        "-c",
+        "mkdir /tmp/x 2>&1; touch /tmp/f; chmod 600 /tmp/f 2>&1; echo end",
+    ]);
+    let text = ok(&out);
+    assert!(text.contains("Function not implemented"), "{text}");
+    assert!(text.contains("Operation not permitted"), "{text}");
+    assert!(text.contains("end"), "{text}");
+
+    // Killed by SIGSYS: 128 + 31.
+    for act in ["SCMP_ACT_KILL_PROCESS", "SCMP_ACT_TRAP"] {
+        s.bundle.config()["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": archs,
+            "syscalls": [{"names": mkdir, "action": act}]
+        });
+        let out = s.run(&["mkdir", "/tmp/x"]);
+        assert_eq!(out.status.code(), Some(159), "{act}: {}", stderr(&out));
+    }
+
+    // Logged, and let through.
+    s.bundle.config()["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": archs,
+        "syscalls": [{"names": mkdir, "action": "SCMP_ACT_LOG"}]
+    });
+    let out = s.run(&["sh", "-c", "mkdir /tmp/x && echo made"]);
+    assert_eq!(ok(&out), "made\n");
+
+    // An argument filter on the mode: 0700 is refused, 0755 is not. The
+    // mode is argument 1 of chmod and 2 of fchmodat(2).
+    let rule = |name: &str, index: u32| json!({"names": [name], "action": "SCMP_ACT_ERRNO", "errnoRet": 13, "args": [{"index": index, "value": 0o700, "op": "SCMP_CMP_EQ"}]});
+    s.bundle.config()["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": archs,
+        "syscalls": [rule("chmod", 1), rule("fchmodat", 2), rule("fchmodat2", 2)]
+    });
+    let out = s.run(&[
+        "sh",
+        "-c",
+        "touch /tmp/f; chmod 700 /tmp/f 2>&1; echo rc=$?; chmod 755 /tmp/f && stat -c %a /tmp/f",
+    ]);
+    let text = ok(&out);
+    assert!(text.contains("Permission denied"), "{text}");
+    assert!(text.contains("rc=1"), "{text}");
+    assert!(text.trim_end().ends_with("755"), "{text}");
+
+    // errnoRet on an action that returns nothing is refused up front.
+    s.bundle.config()["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": mkdir, "action": "SCMP_ACT_KILL", "errnoRet": 1}]
+    });
+    let out = s.run(&["true"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("linux.seccomp.syscalls[0].errnoRet"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        std::fs::read_dir(s.rt.root())
+            .unwrap()
+            .flatten()
+            .all(|e| e.file_name().to_string_lossy().starts_with('.')),
+        "a refused config left state behind"
+    );
     s.finish();
 }
 

@@ -325,3 +325,43 @@ fn spec_features_version() {
     assert!(!out.status.success(), "spec must not overwrite config.json");
     s.finish();
 }
+
+#[test]
+fn kill_sends_realtime_signals_and_refuses_a_stopped_container() {
+    let mut s = Setup::new("killrt");
+    s.create(&[
+        "sh",
+        "-c",
+        "trap 'echo rt34' 34; trap 'echo rt37' 37; trap 'echo rt62' 62; trap 'echo rt64; exit 0' 64; echo ready; while :; do sleep 0.05; done",
+    ]);
+    s.start();
+    let (out, _) = Runtime::output_files(&s.bundle, &s.id);
+    wait_for(|| read(&out).contains("ready"), "the traps to be set");
+    for (signal, seen) in [
+        ("34", "rt34"),
+        ("SIGRTMIN+3", "rt37"),
+        ("rtmax-2", "rt62"),
+        ("RTMAX", "rt64"),
+    ] {
+        ok(&s.cmd().args(["kill", &s.id, signal]).output().unwrap());
+        wait_for(|| read(&out).contains(seen), seen);
+    }
+    for bad in ["65", "0", "RTMIN+31", "RTMAX-", "RTMIN3"] {
+        let o = s.cmd().args(["kill", &s.id, bad]).output().unwrap();
+        assert!(!o.status.success(), "{bad} was accepted");
+        assert!(
+            stderr(&o).contains("is not a signal"),
+            "{bad}: {}",
+            stderr(&o)
+        );
+    }
+    wait_for(
+        || s.rt.state(&s.id)["status"] == "stopped",
+        "RTMAX to end the container",
+    );
+    let o = s.cmd().args(["kill", &s.id, "TERM"]).output().unwrap();
+    assert!(!o.status.success(), "kill of a stopped container succeeded");
+    assert!(stderr(&o).contains("is stopped"), "{}", stderr(&o));
+    ok(&s.cmd().args(["delete", &s.id]).output().unwrap());
+    s.finish();
+}

@@ -144,3 +144,44 @@ fn preserved_descriptors_and_nothing_else() {
     assert!(text.ends_with("from fd 3"), "{text}");
     s.finish();
 }
+
+#[test]
+fn with_cap_sys_ptrace_the_init_runs_from_a_sealed_copy() {
+    let mut s = Setup::new("ptrace");
+    let caps = json!(["CAP_KILL", "CAP_SYS_PTRACE"]);
+    s.bundle.config()["process"]["capabilities"] =
+        json!({"bounding": caps, "effective": caps, "permitted": caps});
+    s.create(&["sleep", "300"]);
+    let pid = s.rt.state(&s.id)["pid"].as_i64().unwrap();
+    let exe = format!("/proc/{pid}/exe");
+    // The waiting init is what CAP_SYS_PTRACE could open despite
+    // non-dumpable: it must be the sealed copy, not the binary on disk.
+    let target = std::fs::read_link(&exe).unwrap();
+    assert!(
+        target.to_string_lossy().starts_with("/memfd:hako-runtime"),
+        "{}",
+        target.display()
+    );
+    let write = std::fs::OpenOptions::new().write(true).open(&exe);
+    assert!(write.is_err(), "the init's binary opened for writing");
+    // From inside, with the capability, the init shows the copy too.
+    let out = s.exec(&["readlink", "/proc/1/exe"]);
+    assert!(
+        ok(&out).starts_with("/memfd:hako-runtime"),
+        "{}",
+        stdout(&out)
+    );
+    s.force_delete();
+    s.finish();
+
+    // The default capabilities keep the fast path: no copy.
+    let mut d = Setup::new("noptrace");
+    d.create(&["sleep", "300"]);
+    let pid = d.rt.state(&d.id)["pid"].as_i64().unwrap();
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/exe")).unwrap(),
+        std::fs::canonicalize(bin()).unwrap()
+    );
+    d.force_delete();
+    d.finish();
+}

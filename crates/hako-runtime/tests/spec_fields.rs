@@ -148,9 +148,14 @@ fn failing_and_hanging_hooks_follow_the_spec() {
         marker.exists(),
         "a failed poststop hook stops none of the others"
     );
-    // A failing createRuntime hook fails create, and leaves nothing.
-    s.bundle.config()["hooks"] =
-        json!({"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", "exit 9"]}]});
+    // A failing createRuntime hook fails create, and leaves nothing; the
+    // lifecycle goes on at delete, so the poststop hooks run, and see the
+    // container stopped.
+    let poststop = s.bundle.dir().join("poststop.log");
+    s.bundle.config()["hooks"] = json!({
+        "createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", "exit 9"]}],
+        "poststop": [{"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}", poststop.display())]}]
+    });
     let out = s.run(&["true"]);
     assert!(!out.status.success());
     assert!(
@@ -158,6 +163,22 @@ fn failing_and_hanging_hooks_follow_the_spec() {
         "{}",
         stderr(&out)
     );
+    let st: serde_json::Value = serde_json::from_str(&read(&poststop))
+        .unwrap_or_else(|e| panic!("poststop did not run after the failed create: {e}"));
+    assert_eq!(st["status"], "stopped");
+    assert_eq!(st["id"], s.id.as_str());
+    // A timeout of zero or less is refused before anything starts.
+    for t in [0, -5] {
+        s.bundle.config()["hooks"] =
+            json!({"poststop": [{"path": "/bin/true"}, {"path": "/bin/true", "timeout": t}]});
+        let out = s.run(&["true"]);
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains("hooks.poststop[1].timeout"),
+            "{}",
+            stderr(&out)
+        );
+    }
     // A hook past its timeout is killed and fails create.
     s.bundle.config()["hooks"] =
         json!({"prestart": [{"path": "/bin/sleep", "args": ["sleep", "30"], "timeout": 1}]});
@@ -257,7 +278,51 @@ fn root_propagation_and_no_pivot() {
         .output()
         .unwrap();
     assert_eq!(ok(&out), "1\nfine\n");
+    // What tells the two apart: with pivot_root the host's mounts are gone
+    // from the container's mount namespace; with --no-pivot the rootfs only
+    // sits on top of them. Entering the namespace from the host lands on
+    // the topmost mount at its root, the rootfs; once that is detached, a
+    // second entry lands on what lies beneath: the host's root with
+    // --no-pivot, nothing to run a program from without.
+    assert!(host_root_beneath(&mut s, true), "--no-pivot");
+    assert!(!host_root_beneath(&mut s, false), "pivot_root");
     s.finish();
+}
+
+/// Creates the container (with `--no-pivot` or not) and says whether the
+/// host's root lies beneath its rootfs in its mount namespace.
+fn host_root_beneath(s: &mut Setup, no_pivot: bool) -> bool {
+    s.bundle.set_args(&["sleep", "300"]);
+    s.bundle.save();
+    let (out, err) = Runtime::output_files(&s.bundle, &s.id);
+    let mut create = s.cmd();
+    create.arg("create");
+    if no_pivot {
+        create.arg("--no-pivot");
+    }
+    let status = create
+        .args(["--bundle", s.bundle.dir().to_str().unwrap(), &s.id])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{}", read(&err));
+    let pid = s.rt.state(&s.id)["pid"].as_i64().unwrap();
+    let mnt = format!("--mount=/proc/{pid}/ns/mnt");
+    // The busybox umount of the container's rootfs; the init keeps its
+    // root, the namespace's stack loses its top.
+    ok(&std::process::Command::new("nsenter")
+        .args([mnt.as_str(), "umount", "-l", "/"])
+        .output()
+        .unwrap());
+    let probe = format!("test -d {} && echo host-root", s.bundle.dir().display());
+    let o = std::process::Command::new("nsenter")
+        .args([mnt.as_str(), "/bin/sh", "-c", probe.as_str()])
+        .output()
+        .unwrap();
+    s.force_delete();
+    stdout(&o).contains("host-root")
 }
 
 #[test]

@@ -312,6 +312,7 @@ impl Drop for Runtime {
 pub struct LeakCheck {
     paths: Vec<PathBuf>,
     id: String,
+    state_root: Option<PathBuf>,
 }
 
 impl LeakCheck {
@@ -319,7 +320,33 @@ impl LeakCheck {
         LeakCheck {
             paths: paths.iter().map(|p| p.to_path_buf()).collect(),
             id: id.to_string(),
+            state_root: None,
         }
+    }
+
+    /// Also checks that `root`, the test's own runtime state root, holds no
+    /// container state: every container directory in it counts (names
+    /// starting with a dot are the runtime's caches, not containers).
+    pub fn with_state_root(mut self, root: &Path) -> LeakCheck {
+        self.state_root = Some(root.to_path_buf());
+        self
+    }
+
+    /// The container state directories left in the state root.
+    pub fn state_left(&self) -> Vec<PathBuf> {
+        let Some(root) = &self.state_root else {
+            return Vec::new();
+        };
+        let Ok(rd) = std::fs::read_dir(root) else {
+            return Vec::new();
+        };
+        let mut left: Vec<PathBuf> = rd
+            .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .map(|e| e.path())
+            .collect();
+        left.sort();
+        left
     }
 
     /// What is left, as readable lines; empty when clean.
@@ -336,6 +363,11 @@ impl LeakCheck {
                 out.push(format!("mount {mountpoint}"));
             }
         }
+        out.extend(
+            self.state_left()
+                .iter()
+                .map(|p| format!("state directory {}", p.display())),
+        );
         let mut cgroups = Vec::new();
         find_dirs_named(Path::new("/sys/fs/cgroup"), &self.id, 8, &mut cgroups);
         out.extend(cgroups.iter().map(|c| format!("cgroup {}", c.display())));
@@ -400,4 +432,22 @@ fn processes_in_cgroups_named(needle: &str) -> Vec<i32> {
             std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|c| c.contains(needle))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_container_state_directory_is_a_leak() {
+        let root = tempfile::tempdir().unwrap();
+        let check =
+            LeakCheck::new(&[root.path()], "hako-leaktest-none").with_state_root(root.path());
+        std::fs::create_dir(root.path().join(".seccomp")).unwrap();
+        assert!(check.leftovers().is_empty(), "{:?}", check.leftovers());
+        std::fs::create_dir(root.path().join("hako-x-1")).unwrap();
+        let left = check.leftovers();
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert!(left[0].starts_with("state directory ") && left[0].ends_with("hako-x-1"));
+    }
 }

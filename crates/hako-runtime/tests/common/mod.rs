@@ -27,7 +27,7 @@ impl Setup {
         let rt = Runtime::new(bin());
         let bundle = Bundle::busybox();
         let id = unique_id(prefix);
-        let leaks = LeakCheck::new(&[bundle.dir(), rt.root()], &id);
+        let leaks = LeakCheck::new(&[bundle.dir(), rt.root()], &id).with_state_root(rt.root());
         Setup {
             rt,
             bundle,
@@ -78,9 +78,18 @@ impl Setup {
         self.rt.cmd()
     }
 
-    /// Ends with the leak check: nothing of the container may remain.
+    /// Ends with the leak check: nothing of the container may remain. The
+    /// container must be gone already (a test that keeps one deletes it
+    /// itself): a `delete --force` first would hide what a failed create or
+    /// an unclean `run` left behind. It still runs, so that a failed check
+    /// cleans up.
     pub fn finish(self) {
+        let left = self.leaks.state_left();
         self.rt.delete_force(&self.id);
+        assert!(
+            left.is_empty(),
+            "container state was still there at the end of the test: {left:?}"
+        );
         self.leaks.assert_clean();
     }
 }

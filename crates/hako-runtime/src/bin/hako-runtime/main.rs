@@ -23,7 +23,7 @@ struct Cli {
     #[arg(long, global = true)]
     log: Option<PathBuf>,
     /// Format of --log: text or json
-    #[arg(long, global = true, default_value = "text")]
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
     /// Print the timing of each phase to stderr
     #[arg(long, global = true)]
@@ -239,14 +239,24 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     hako_runtime::trace::init(cli.debug);
     hako_runtime::trace::mark("arguments parsed");
+    // A log that cannot be written is an error up front: the caller would
+    // otherwise look in it for messages that never come.
+    let file = match &cli.log {
+        Some(p) => match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+        {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!("hako-runtime: --log {}: cannot open it: {e}", p.display());
+                return ExitCode::from(1);
+            }
+        },
+        None => None,
+    };
     let mut log = Log {
-        file: cli.log.as_ref().and_then(|p| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .ok()
-        }),
+        file,
         json: cli.log_format == "json",
     };
     match run(&cli, &mut log) {
@@ -286,6 +296,8 @@ fn create_options(root: &Path, a: &CreateArgs) -> CreateOptions {
         preserve_fds: a.preserve_fds,
         proxy_terminal: false,
         start_in_process: false,
+        // This command line does the create again after a re-execution.
+        sealed_reexec: true,
     }
 }
 
@@ -420,19 +432,46 @@ fn run(cli: &Cli, log: &mut Log) -> Result<u8> {
     Ok(0)
 }
 
+/// A signal by number (1 to SIGRTMAX), by name with or without `SIG`, or
+/// a realtime signal as `RTMIN`, `RTMIN+n`, `RTMAX` or `RTMAX-n`.
 fn parse_signal(s: &str) -> Result<i32> {
+    let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+    let bad = || {
+        format!(
+            "{s:?} is not a signal: use a name like TERM, SIGKILL or RTMIN+3, or a number from 1 to {max}"
+        )
+    };
     if let Ok(n) = s.parse::<i32>() {
+        if !(1..=max).contains(&n) {
+            bail!(bad());
+        }
         return Ok(n);
     }
-    let name = s.to_ascii_uppercase();
-    let name = if name.starts_with("SIG") {
-        name
-    } else {
-        format!("SIG{name}")
+    let upper = s.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let offset = |rest: &str| -> Result<i32> {
+        rest.parse::<i32>()
+            .ok()
+            .filter(|n| (0..=max - min).contains(n))
+            .with_context(bad)
     };
-    let sig: nix::sys::signal::Signal = name.parse().with_context(|| {
-        format!("{s:?} is not a signal: use a name like TERM or SIGKILL, or a number")
-    })?;
+    if let Some(rest) = name.strip_prefix("RTMIN") {
+        let n = match rest.strip_prefix('+') {
+            Some(r) => offset(r)?,
+            None if rest.is_empty() => 0,
+            None => bail!(bad()),
+        };
+        return Ok(min + n);
+    }
+    if let Some(rest) = name.strip_prefix("RTMAX") {
+        let n = match rest.strip_prefix('-') {
+            Some(r) => offset(r)?,
+            None if rest.is_empty() => 0,
+            None => bail!(bad()),
+        };
+        return Ok(max - n);
+    }
+    let sig: nix::sys::signal::Signal = format!("SIG{name}").parse().with_context(bad)?;
     Ok(sig as i32)
 }
 
@@ -619,6 +658,7 @@ fn exec(root: &Path, a: &ExecArgs) -> Result<u8> {
         console_stream: None,
         pid_file: a.pid_file.clone(),
         preserve_fds: a.preserve_fds,
+        sealed_reexec: true,
     };
     if terminal && a.console_socket.is_none() && !a.detach {
         let (mine, theirs) = UnixStream::pair().context("socketpair for the console")?;
