@@ -456,7 +456,9 @@ fn image_for(ctx: &Ctx, a: &CreateArgs) -> Result<Option<hako_image::store::Imag
 fn create_container(ctx: &Ctx, a: &CreateArgs) -> Result<(Engine, Container)> {
     let cfg = build_config(a)?;
     let img = image_for(ctx, a)?;
+    hako_runtime::trace::mark("run: image resolved");
     let mut e = engine(ctx)?;
+    hako_runtime::trace::mark("run: engine open");
     let c = e.create(&a.image, img.as_ref(), cfg, a.name.as_deref())?;
     Ok((e, c))
 }
@@ -483,10 +485,16 @@ pub fn run(ctx: &Ctx, a: CreateArgs) -> Result<i32> {
         println!("{}", c.id);
         return Ok(0);
     }
-    let (c, attached) = e.start(&c.id, true, a.interactive).map_err(start_error)?;
+    // This command releases the container when it has the exit code, so
+    // `run --rm` returns once the container is gone, as Docker's does.
+    let (c, attached) = e
+        .start_with(&c.id, true, a.interactive, true)
+        .map_err(start_error)?;
     let attached = attached.ok_or_else(|| anyhow!("no stream from the monitor"))?;
     let code = stream_output(attached, a.interactive, a.tty)?;
-    drop(c);
+    hako_runtime::trace::mark("run: exit code received");
+    e.finish(&c)?;
+    hako_runtime::trace::mark("run: released");
     Ok(code)
 }
 
@@ -719,7 +727,13 @@ pub struct CleanupArgs {
 
 pub fn cleanup(ctx: &Ctx, a: CleanupArgs) -> Result<i32> {
     let mut e = engine(ctx)?;
-    e.cleanup(&a.id, a.from_monitor)?;
+    let monitor = if a.from_monitor {
+        // The monitor execs this in its own place: this pid is its pid.
+        Some(i32::try_from(std::process::id()).unwrap_or(0))
+    } else {
+        None
+    };
+    e.cleanup(&a.id, monitor)?;
     Ok(0)
 }
 
@@ -1251,6 +1265,9 @@ pub fn exec(ctx: &Ctx, a: ExecArgs) -> Result<i32> {
             console_stream: console,
             pid_file: None,
             preserve_fds: 0,
+            // A container that keeps CAP_SYS_PTRACE could reach this
+            // binary through the exec'd process: run it from a sealed copy.
+            sealed_reexec: true,
         },
     )
     .map_err(|err| {

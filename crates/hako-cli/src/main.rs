@@ -307,6 +307,7 @@ fn failure_code(cmd: &Command) -> i32 {
 }
 
 fn main() {
+    hako_runtime::trace::init(false);
     let cli = Cli::parse();
     let failure = failure_code(&cli.command);
     let code = match run(cli) {

@@ -534,3 +534,29 @@ fn forty_parallel_detached_runs() {
     }
     s.finish();
 }
+
+/// A container that keeps CAP_SYS_PTRACE could open its init's
+/// `/proc/PID/exe` before the exec: the monitor then runs from a sealed
+/// copy, so that file is not the monitor binary on the host.
+#[test]
+fn with_ptrace_the_monitor_runs_from_a_sealed_copy() {
+    let s = Setup::new();
+    let id = s.ok(&[
+        "run",
+        "-d",
+        "--cap-add",
+        "SYS_PTRACE",
+        &s.image,
+        "sleep",
+        "60",
+    ]);
+    let pid = s.inspect(id.trim())["State"]["Pid"].as_i64().unwrap();
+    let exe = std::fs::read_link(format!("/proc/{}/exe", ppid_of(pid))).unwrap();
+    assert!(exe.to_string_lossy().starts_with("/memfd:"), "{exe:?}");
+    // Without it, the plain binary (no copy on the hot path).
+    let id2 = s.ok(&["run", "-d", &s.image, "sleep", "60"]);
+    let pid2 = s.inspect(id2.trim())["State"]["Pid"].as_i64().unwrap();
+    let exe2 = std::fs::read_link(format!("/proc/{}/exe", ppid_of(pid2))).unwrap();
+    assert!(exe2.ends_with("hako-monitor"), "{exe2:?}");
+    s.finish();
+}

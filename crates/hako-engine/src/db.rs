@@ -79,6 +79,14 @@ impl Db {
             .map_err(|e| Error::db(&path, e))?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(|e| Error::db(&path, e))?;
+        // Every `hako` command opens and closes the database; a checkpoint
+        // (with two fsyncs) at each close would cost more than the
+        // command's own work. SQLite checkpoints as the WAL grows instead.
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            true,
+        )
+        .map_err(|e| Error::db(&path, e))?;
         conn.execute_batch(SCHEMA)
             .map_err(|e| Error::db(&path, e))?;
         Ok(Db { conn })

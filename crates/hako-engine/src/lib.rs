@@ -207,6 +207,31 @@ pub fn process_start(pid: i32) -> Option<u64> {
     rest.split(' ').nth(19)?.parse().ok()
 }
 
+/// Blocks until the process `pid` (started at `start`) has exited; at
+/// once if it is not there. Through a pidfd, so no polling.
+pub fn wait_process_exit(pid: i32, start: u64) {
+    if process_start(pid) != Some(start) {
+        return;
+    }
+    // SAFETY: pidfd_open with a pid and no flags; the result is checked.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let Ok(fd) = i32::try_from(fd) else { return };
+    if fd < 0 {
+        return;
+    }
+    // SAFETY: the kernel just returned this descriptor to us.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // The pid may have been reused between the check and the open.
+    if process_start(pid) != Some(start) {
+        return;
+    }
+    let mut fds = [nix::poll::PollFd::new(
+        std::os::fd::AsFd::as_fd(&fd),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(30_000u16));
+}
+
 fn random_id() -> Result<String> {
     let mut bytes = [0u8; 32];
     fs::File::open("/dev/urandom")
@@ -370,7 +395,7 @@ impl Engine {
         }
         // The monitor is gone: finish its work.
         let id = c.id.clone();
-        self.cleanup(&id, false)?;
+        self.cleanup(&id, None)?;
         self.db.get(&id)
     }
 
@@ -511,6 +536,7 @@ impl Engine {
         // before any work. A crash after it leaves a record that `rm`
         // clears, whatever else was made.
         self.db.insert(&c)?;
+        hako_runtime::trace::mark("engine: record inserted");
         let res = (|| -> Result<()> {
             let dir = self.container_dir(&id);
             fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
@@ -619,6 +645,18 @@ impl Engine {
         attach: bool,
         stdin: bool,
     ) -> Result<(Container, Option<Attached>)> {
+        self.start_with(what, attach, stdin, false)
+    }
+
+    /// `start`, where the attached caller (`cleanup`) releases the
+    /// container itself once it has the exit code: call [`Engine::finish`].
+    pub fn start_with(
+        &mut self,
+        what: &str,
+        attach: bool,
+        stdin: bool,
+        cleanup: bool,
+    ) -> Result<(Container, Option<Attached>)> {
         let found = self.db.lookup(what)?;
         let _lock = self.lock(&found.id)?;
         let Some(mut c) = self.refresh(self.db.lookup(&found.id)?)? else {
@@ -640,6 +678,7 @@ impl Engine {
             _ => {}
         }
         let bundle = self.prepare(&c)?;
+        hako_runtime::trace::mark("engine: rootfs mounted, spec written");
         let run_dir = self.run_dir(&c.id);
         let _ = fs::remove_dir_all(&run_dir);
         fs::create_dir_all(&run_dir).ctx(|| format!("create {}", run_dir.display()))?;
@@ -670,6 +709,9 @@ impl Engine {
             stdin: c.config.interactive,
             restart: c.config.restart.clone(),
             max_restarts: c.config.max_restarts,
+            sealed: spec::capabilities(&c.config)?
+                .iter()
+                .any(|cap| cap == "CAP_SYS_PTRACE"),
             exit_command,
         };
         let bytes = serde_json::to_vec(&mcfg).map_err(|e| Error::Invalid(e.to_string()))?;
@@ -682,6 +724,7 @@ impl Engine {
                 return Err(e);
             }
         };
+        hako_runtime::trace::mark("engine: monitor ready");
         if let Some(err) = ready.error {
             // The monitor ends and its cleanup runs; wait for neither.
             let code = start_failure_code(&err);
@@ -704,14 +747,17 @@ impl Engine {
         if c.config.network == "none" {
             loopback_up(c.pid)?;
         }
+        hako_runtime::trace::mark("engine: record updated, lo up");
         let req = Request {
             attach,
             stdin,
             start: true,
+            cleanup: attach && cleanup,
             ..Default::default()
         };
         let (reply, stream) = hako_monitor::request(&run_dir, &req)
             .map_err(|e| Error::io(format!("talk to the monitor of {}", c.name), e))?;
+        hako_runtime::trace::mark("engine: started");
         if let Some(err) = reply.error {
             let code = start_failure_code(&err);
             return Err(Error::Start { message: err, code });
@@ -719,17 +765,27 @@ impl Engine {
         Ok((c, attach.then_some(Attached { stream })))
     }
 
+    /// Starts the monitor in a session of its own. It stays this process's
+    /// child (no double fork: a `hako` command is short-lived, and the
+    /// monitor is adopted by init when it ends); no one waits for it here.
     fn spawn_monitor(&self, run_dir: &Path) -> Result<Ready> {
-        let mut child = std::process::Command::new(&self.monitor_bin)
-            .arg(run_dir)
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new(&self.monitor_bin);
+        cmd.arg(run_dir)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
+            .stderr(std::process::Stdio::inherit());
+        // SAFETY: setsid is async-signal-safe and touches no memory.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            })
+        };
+        let mut child = cmd
             .spawn()
             .map_err(|e| Error::io(format!("run {}", self.monitor_bin.display()), e))?;
         let out = child.stdout.take();
-        // The first process only forks the monitor and exits.
-        let _ = child.wait();
         let mut line = String::new();
         if let Some(out) = out {
             let _ = BufReader::new(out).read_line(&mut line);
@@ -798,12 +854,20 @@ impl Engine {
         }
     }
 
+    /// After an attached start with `cleanup`: waits for the monitor to
+    /// end, then releases (and for `--rm` removes) the container.
+    pub fn finish(&mut self, c: &Container) -> Result<()> {
+        wait_process_exit(c.monitor_pid, c.monitor_start);
+        hako_runtime::trace::mark("engine: monitor ended");
+        self.cleanup(&c.id, None)
+    }
+
     /// Releases what a container holds once its program has ended:
     /// runtime state, root filesystem mount, run directory; records the
     /// exit; removes it for `--rm`. Repeating it is harmless. The monitor
-    /// runs it as its last act (`from_monitor`); any command runs it for a
-    /// container whose monitor died.
-    pub fn cleanup(&mut self, id: &str, from_monitor: bool) -> Result<()> {
+    /// runs it as its last act (`from_monitor`: its pid); any command runs
+    /// it for a container whose monitor died.
+    pub fn cleanup(&mut self, id: &str, from_monitor: Option<i32>) -> Result<()> {
         let _lock = self.lock(id)?;
         let Some(c) = self.db.get(id)? else {
             return Ok(());
@@ -814,6 +878,12 @@ impl Engine {
         ) {
             return Ok(());
         }
+        // A monitor's cleanup that comes after the container was started
+        // again belongs to the earlier run: the new one is not its to end.
+        if from_monitor.is_some_and(|pid| pid != c.monitor_pid) {
+            return Ok(());
+        }
+        let from_monitor = from_monitor.is_some();
         if !from_monitor && Self::monitor_alive(&c) {
             return Ok(());
         }
@@ -827,10 +897,13 @@ impl Engine {
         }
         let mut c = Self::with_exit(c, exit.as_ref());
         self.runtime_delete(&c);
+        hako_runtime::trace::mark("engine: runtime state deleted");
         self.release(&c);
+        hako_runtime::trace::mark("engine: rootfs unmounted");
         let _ = fs::remove_dir_all(self.run_dir(id));
         if c.config.auto_remove || removing {
             self.remove_files(&c)?;
+            hako_runtime::trace::mark("engine: files removed");
             self.db.delete(id)?;
             return Ok(());
         }
@@ -963,7 +1036,7 @@ impl Engine {
             match self.db.get(id) {
                 Ok(Some(c)) if matches!(c.status, Status::Running | Status::Paused) => {
                     if !Self::monitor_alive(&c) {
-                        let _ = self.cleanup(id, false);
+                        let _ = self.cleanup(id, None);
                         return;
                     }
                 }

@@ -68,6 +68,11 @@ pub struct MonitorConfig {
     /// With `OnFailure`: at most this many restarts (0: no limit).
     #[serde(default)]
     pub max_restarts: u32,
+    /// The container keeps CAP_SYS_PTRACE without a user namespace: the
+    /// monitor, whose code the container's init runs until its exec, runs
+    /// from a sealed copy of its binary, out of the container's reach.
+    #[serde(default)]
+    pub sealed: bool,
     /// Run once the container has ended for good (the engine's cleanup).
     #[serde(default)]
     pub exit_command: Vec<String>,
@@ -88,6 +93,10 @@ pub struct Request {
     /// The user stops the container: no restart policy applies to this exit.
     #[serde(default)]
     pub stop: bool,
+    /// This client releases the container after it gets the exit code
+    /// (a foreground `run --rm`): the monitor then runs no exit command.
+    #[serde(default)]
+    pub cleanup: bool,
     /// New terminal size: rows, columns.
     #[serde(default)]
     pub resize: Option<(u16, u16)>,
@@ -186,13 +195,15 @@ pub fn read_exit(container_dir: &Path) -> Option<ExitRecord> {
 }
 
 /// Writes `bytes` to `path` so that a reader sees the old or the new file,
-/// never a part: a temporary file, fsync, rename.
+/// never a part: a temporary file, renamed. Without fsync: these files
+/// (exit records, generated specs) are worth less than the milliseconds a
+/// sync costs on every run; after a power loss a lost exit record reads
+/// as an unknown exit.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let res = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
         std::fs::rename(&tmp, path)
     })();
     if res.is_err() {

@@ -6,8 +6,9 @@
 //! serves attach, start and resize on a socket; forwards signals; records
 //! the exit atomically; applies the restart policy; and at the end execs
 //! the engine's exit command, which releases the container's resources.
-//! It runs on its own (a new session, adopted by init), so it keeps
-//! working when the `hako` command that started it exits or is killed.
+//! It runs on its own (a new session; adopted by init when the `hako`
+//! command that started it ends), so it keeps working when that command
+//! exits or is killed.
 //!
 //! No async runtime and no threads: one `poll` loop.
 
@@ -45,6 +46,20 @@ fn main() {
         std::process::exit(2);
     }
     let dir = PathBuf::from(&args[1]);
+    let sealed = fs::read(dir.join(CONFIG_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<MonitorConfig>(&b).ok())
+        .is_some_and(|c| c.sealed);
+    if sealed && let Err(e) = hako_runtime::selfexe::reexec_sealed() {
+        let mut out = Some(File::from(
+            nix::unistd::dup(io::stdout()).unwrap_or_else(|_| std::process::exit(1)),
+        ));
+        report(
+            &mut out,
+            Err(format!("run the monitor from a sealed copy: {e}")),
+        );
+        std::process::exit(1);
+    }
     // The engine reads our stdout until it closes: the ready message. Keep
     // it aside, since 0, 1 and 2 become the container's during create.
     let sync = match nix::unistd::dup(io::stdout()) {
@@ -55,21 +70,8 @@ fn main() {
         }
     };
     set_cloexec(sync.as_raw_fd());
-    // SAFETY: single-threaded here; the child goes on alone and the parent
-    // only exits, so the engine that started us reaps it at once and the
-    // monitor is adopted by init (or the nearest subreaper).
-    match unsafe { nix::unistd::fork() } {
-        Ok(nix::unistd::ForkResult::Parent { .. }) => {
-            // SAFETY: exiting the short-lived parent without running
-            // destructors that the child still relies on.
-            unsafe { libc::_exit(0) }
-        }
-        Ok(nix::unistd::ForkResult::Child) => {}
-        Err(e) => {
-            eprintln!("hako-monitor: fork: {e}");
-            std::process::exit(1);
-        }
-    }
+    // Our own session (the engine starts us in one already): no signal
+    // from the terminal of the `hako` that started us reaches the monitor.
     let _ = nix::unistd::setsid();
     null_stdio();
     let mut sync = Some(sync);
@@ -221,6 +223,8 @@ struct Client {
     stream: UnixStream,
     /// Its bytes go to the container's stdin (until it shuts its side).
     stdin: bool,
+    /// It releases the container itself once it has the exit code.
+    cleans_up: bool,
 }
 
 /// One run of the container (a restart makes a new one).
@@ -339,13 +343,21 @@ impl Monitor {
             };
             self.write_exit(&record);
             self.last = Some(record);
-            self.delete_container();
             // Each end of a run ends the attached clients' streams with the
             // exit code: `wait` and a foreground `run` learn it even when
-            // `--rm` removes the record right after.
+            // `--rm` removes the record right after. Sent before the
+            // runtime state goes, so the client's wait is shorter.
             let header = frame_header(EXIT, 4);
+            let mut handed_over = false;
             for c in self.clients.drain(..) {
-                let _ = send_all(&c.stream, &header) && send_all(&c.stream, &code.to_be_bytes());
+                let told = send_all(&c.stream, &header) && send_all(&c.stream, &code.to_be_bytes());
+                handed_over |= told && c.cleans_up && !restart;
+            }
+            self.delete_container();
+            if handed_over {
+                // A foreground client has the exit and finishes the job
+                // (or, if it dies, the next command does): no exec here.
+                self.cfg.exit_command.clear();
             }
             if !restart {
                 return Ok(());
@@ -484,6 +496,7 @@ impl Monitor {
         }
         run.pid = pid;
         run.created = created;
+        shed_setup_memory();
         Ok(run)
     }
 
@@ -517,12 +530,14 @@ impl Monitor {
         run.created = None;
         run.started = Some(Instant::now());
         run.started_at = hako_runtime::state::now_rfc3339();
+        // Starting touched code the loop does not need either.
+        shed_setup_memory();
         Ok(())
     }
 
     /// The poll loop of one run; returns the exit code.
     fn serve(&mut self, run: &mut Run) -> Result<i32, String> {
-        let mut buf = vec![0u8; 32 * 1024];
+        let mut buf = vec![0u8; 16 * 1024];
         loop {
             if let Some(status) = run.status {
                 let drained = run.out.is_none() && run.err.is_none();
@@ -741,6 +756,7 @@ impl Monitor {
             self.clients.push(Client {
                 stream: s,
                 stdin: req.stdin && run.as_deref().is_some_and(|r| r.stdin.is_some()),
+                cleans_up: req.cleanup,
             });
         }
     }
@@ -757,6 +773,67 @@ impl Monitor {
         let e = std::process::Command::new(prog).args(args).exec();
         let _ = writeln!(io::stderr(), "hako-monitor: exec {prog}: {e}");
         1
+    }
+}
+
+/// Gives back the memory that setting up the container touched and the
+/// monitor's loop will not use: pages of its binary and libraries mapped
+/// by create (most of the runtime library, plus the kernel's fault-around)
+/// and the deep part of the stack. Called once the container is created;
+/// what the loop needs faults back in as it runs. With one monitor per
+/// container, this is most of what each costs.
+fn shed_setup_memory() {
+    // What create allocated is free now: back to the kernel.
+    // SAFETY: malloc_trim only releases free heap memory.
+    unsafe { libc::malloc_trim(0) };
+    let Ok(smaps) = fs::read_to_string("/proc/self/smaps") else {
+        return;
+    };
+    let mut vma: Option<(usize, usize, bool)> = None;
+    let drop_range = |v: Option<(usize, usize, bool)>, anonymous_kb: u64| {
+        if let Some((start, end, file)) = v
+            && file
+            && anonymous_kb == 0
+        {
+            // SAFETY: a file mapping without private (copied-on-write)
+            // pages: every page is the file's, re-read unchanged on
+            // the next access, so dropping them loses nothing.
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+        }
+    };
+    let mut stack: Option<(usize, usize)> = None;
+    for line in smaps.lines() {
+        if let Some(kb) = line.strip_prefix("Anonymous:") {
+            let kb = kb.trim().trim_end_matches("kB").trim().parse().unwrap_or(1);
+            drop_range(vma.take(), kb);
+            continue;
+        }
+        let mut f = line.split_whitespace();
+        let Some(range) = f.next() else { continue };
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+        else {
+            continue;
+        };
+        let path = f.nth(4).unwrap_or("");
+        if path == "[stack]" {
+            stack = Some((start, end));
+        }
+        vma = Some((start, end, path.starts_with('/')));
+    }
+    // The stack below the current frame is free: nothing lives there (no
+    // signal handler runs on it; signals come through a signalfd).
+    if let Some((low, _)) = stack {
+        let marker = 0u8;
+        let sp = std::ptr::addr_of!(marker) as usize;
+        let below = (sp & !4095).saturating_sub(4 * 4096);
+        if below > low {
+            // SAFETY: the range lies wholly below the deepest live frame
+            // (with a 16 KiB margin) and inside the stack mapping.
+            unsafe { libc::madvise(low as *mut libc::c_void, below - low, libc::MADV_DONTNEED) };
+        }
     }
 }
 
