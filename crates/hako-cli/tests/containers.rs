@@ -560,3 +560,54 @@ fn with_ptrace_the_monitor_runs_from_a_sealed_copy() {
     assert!(exe2.ends_with("hako-monitor"), "{exe2:?}");
     s.finish();
 }
+
+/// A container that runs on quietly gets a lean monitor (it re-executes
+/// itself with only what its loop needs): output, stdin, stop and the exit
+/// code all carry on across that.
+#[test]
+fn the_monitor_goes_lean_without_losing_the_container() {
+    let s = Setup::new();
+    let mut child =
+        s.h.cmd()
+            .args([
+                "run",
+                "-i",
+                "--name",
+                "quiet",
+                &s.image,
+                "sh",
+                "-c",
+                "echo one; read line; echo got $line; sleep 1.5; exit 6",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+    wait_for("the first line", || {
+        s.run(&["logs", "quiet"]).stdout == b"one\n"
+    });
+    let pid = s.inspect("quiet")["State"]["Pid"].as_i64().unwrap();
+    let monitor = ppid_of(pid);
+    // Quiet for more than a second: the monitor has re-executed (same pid).
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(ppid_of(pid), monitor);
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{monitor}/comm")).unwrap(),
+        "hako-monitor\n"
+    );
+    let cmdline = std::fs::read_to_string(format!("/proc/{monitor}/cmdline")).unwrap();
+    assert!(cmdline.contains("--handoff"), "{cmdline}");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"two\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(6));
+    assert_eq!(text(&out.stdout), "one\ngot two\n");
+    assert_eq!(s.ok(&["logs", "quiet"]), "one\ngot two\n");
+    assert_eq!(s.inspect("quiet")["State"]["ExitCode"], 6);
+    // And a lean monitor still stops its container.
+    s.ok(&["run", "-d", "--name", "idle", &s.image, "sleep", "60"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    s.ok(&["stop", "-t", "1", "idle"]);
+    assert_eq!(s.inspect("idle")["State"]["ExitCode"], 137);
+    s.finish();
+}

@@ -36,9 +36,57 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// After the init exits, output still in the pipes is read for this long
 /// at most (a process outside the container might hold a pipe open).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// A container still running after this long with nothing happening gets
+/// a lean monitor: the monitor re-executes itself with only what its loop
+/// needs (see [`Monitor::go_lean`]).
+const LEAN_AFTER: Duration = Duration::from_secs(1);
+const HANDOFF_FLAG: &str = "--handoff";
+
+/// What a monitor hands to its lean re-execution: the descriptors it keeps
+/// (numbers, inherited across the exec) and the state of the run.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Handoff {
+    pid: i32,
+    out: Option<RawFd>,
+    err: Option<RawFd>,
+    stdin: Option<RawFd>,
+    listener: RawFd,
+    clients: Vec<(RawFd, bool, bool)>,
+    started_at: String,
+    /// Milliseconds the program has run, for the restart back-off.
+    ran_ms: u64,
+    restarts: u32,
+    stop_requested: bool,
+    /// Unfinished log lines of stdout and stderr.
+    partial: [Vec<u8>; 2],
+}
+
+/// The lean monitor: takes over the run its predecessor handed over, and
+/// never returns.
+fn resume(dir: &Path, handoff: &str) -> ! {
+    // Executed through /proc/self/exe, the process would be named "exe".
+    let _ = nix::sys::prctl::set_name(c"hako-monitor");
+    let code = match Monitor::resume(dir, handoff) {
+        Ok((mut m, run)) => {
+            // Starting a process maps much of the C library and of this
+            // binary that the loop never needs.
+            shed_setup_memory();
+            let mut no_sync = None;
+            if let Err(e) = m.run_from(&mut no_sync, Some(run)) {
+                m.final_error(&e);
+            }
+            m.exit_command()
+        }
+        Err(_) => 1,
+    };
+    std::process::exit(code)
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.len() == 4 && args[2] == HANDOFF_FLAG {
+        resume(Path::new(&args[1]), &args[3]);
+    }
     if args.len() != 2 {
         eprintln!(
             "usage: hako-monitor RUNDIR\nhako-monitor is started by hako; it is not run by hand"
@@ -90,6 +138,25 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// The signals the monitor takes through its signalfd: its children's
+/// exits, and those it forwards to the container.
+fn monitored_signals() -> SigSet {
+    let mut mask = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGWINCH,
+    ] {
+        mask.add(s);
+    }
+    mask
 }
 
 fn set_cloexec(fd: RawFd) {
@@ -253,6 +320,8 @@ struct Monitor {
     restarts: u32,
     created_at: Instant,
     last: Option<ExitRecord>,
+    /// This process holds only what the loop needs (or tried to get there).
+    lean: bool,
 }
 
 impl Monitor {
@@ -266,19 +335,7 @@ impl Monitor {
         let _ = nix::sys::prctl::set_child_subreaper(true);
         let log = Log::open(&cfg.log_path, cfg.log_max_size, cfg.log_max_files)
             .map_err(|e| format!("open log {}: {e}", cfg.log_path.display()))?;
-        let mut mask = SigSet::empty();
-        for s in [
-            Signal::SIGCHLD,
-            Signal::SIGTERM,
-            Signal::SIGINT,
-            Signal::SIGHUP,
-            Signal::SIGQUIT,
-            Signal::SIGUSR1,
-            Signal::SIGUSR2,
-            Signal::SIGWINCH,
-        ] {
-            mask.add(s);
-        }
+        let mask = monitored_signals();
         mask.thread_block()
             .map_err(|e| format!("block signals: {e}"))?;
         let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
@@ -303,12 +360,147 @@ impl Monitor {
             restarts: 0,
             created_at: Instant::now(),
             last: None,
+            lean: false,
         })
     }
 
+    /// The lean monitor's state from its predecessor's handoff.
+    fn resume(dir: &Path, handoff: &str) -> Result<(Monitor, Run), String> {
+        let h: Handoff = serde_json::from_str(handoff).map_err(|e| format!("handoff: {e}"))?;
+        let bytes = fs::read(dir.join(CONFIG_FILE)).map_err(|e| e.to_string())?;
+        let cfg: MonitorConfig = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+        let mut log = Log::open(&cfg.log_path, cfg.log_max_size, cfg.log_max_files)
+            .map_err(|e| e.to_string())?;
+        log.partial = h.partial;
+        let signals = SignalFd::with_flags(
+            &monitored_signals(),
+            SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
+        )
+        .map_err(|e| format!("signalfd: {e}"))?;
+        let own = |fd: RawFd| -> OwnedFd {
+            set_cloexec(fd);
+            // SAFETY: a descriptor the predecessor handed over by number;
+            // nothing else in this process holds it.
+            unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+        };
+        let listener = UnixListener::from(own(h.listener));
+        let clients = h
+            .clients
+            .iter()
+            .map(|&(fd, stdin, cleans_up)| Client {
+                stream: UnixStream::from(own(fd)),
+                stdin,
+                cleans_up,
+            })
+            .collect();
+        let run = Run {
+            pid: h.pid,
+            created: None,
+            out: h.out.map(own),
+            err: h.err.map(own),
+            stdin: h.stdin.map(own),
+            started_at: h.started_at,
+            started: Instant::now().checked_sub(Duration::from_millis(h.ran_ms)),
+            status: None,
+            exited_at: None,
+        };
+        let m = Monitor {
+            cfg,
+            dir: dir.to_path_buf(),
+            log,
+            listener,
+            signals,
+            clients,
+            stop_requested: h.stop_requested,
+            restarts: h.restarts,
+            created_at: Instant::now(),
+            last: None,
+            lean: true,
+        };
+        Ok((m, run))
+    }
+
+    /// Re-executes this monitor with only what its loop needs: creating
+    /// the container touched most of the runtime library and left its heap
+    /// and stack behind, which a process that may idle for months should
+    /// not keep. The descriptors and the run's state go across the exec;
+    /// the container (our child) stays our child. Returns only if the exec
+    /// failed (the monitor then goes on as it is).
+    fn go_lean(&mut self, run: &mut Run) {
+        self.lean = true;
+        let keep = |fd: RawFd| -> RawFd {
+            // SAFETY: clears close-on-exec on a descriptor we own.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+            fd
+        };
+        let handoff = Handoff {
+            pid: run.pid,
+            out: run.out.as_ref().map(|f| keep(f.as_raw_fd())),
+            err: run.err.as_ref().map(|f| keep(f.as_raw_fd())),
+            stdin: run.stdin.as_ref().map(|f| keep(f.as_raw_fd())),
+            listener: keep(self.listener.as_raw_fd()),
+            clients: self
+                .clients
+                .iter()
+                .map(|c| (keep(c.stream.as_raw_fd()), c.stdin, c.cleans_up))
+                .collect(),
+            started_at: run.started_at.clone(),
+            ran_ms: run
+                .started
+                .map(|t| u64::try_from(t.elapsed().as_millis()).unwrap_or(0))
+                .unwrap_or(0),
+            restarts: self.restarts,
+            stop_requested: self.stop_requested,
+            partial: [self.log.partial[0].clone(), self.log.partial[1].clone()],
+        };
+        let Ok(json) = serde_json::to_string(&handoff) else {
+            return;
+        };
+        use std::os::unix::process::CommandExt;
+        // The signal mask (SIGCHLD and the forwarded signals blocked) and
+        // any pending signal survive the exec; the new signalfd reads them.
+        let _ = std::process::Command::new("/proc/self/exe")
+            .arg0("hako-monitor")
+            .arg(&self.dir)
+            .arg(HANDOFF_FLAG)
+            .arg(json)
+            .exec();
+        // Still here: the exec failed; the descriptors stay ours.
+        for fd in [
+            handoff.out,
+            handoff.err,
+            handoff.stdin,
+            Some(handoff.listener),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(handoff.clients.iter().map(|c| c.0))
+        {
+            set_cloexec(fd);
+        }
+    }
+
     fn run(&mut self, sync: &mut Option<File>) -> Result<(), String> {
+        self.run_from(sync, None)
+    }
+
+    /// The monitor's life: create (unless `resumed` carries a running
+    /// run), serve until the exit, record it, and restart as the policy
+    /// says.
+    fn run_from(
+        &mut self,
+        sync: &mut Option<File>,
+        mut resumed: Option<Run>,
+    ) -> Result<(), String> {
         let mut backoff = Duration::from_millis(100);
         loop {
+            if let Some(mut run) = resumed.take() {
+                let code = self.serve(&mut run)?;
+                if self.end_of_run(&mut run, code, &mut backoff)? {
+                    return Ok(());
+                }
+                continue;
+            }
             let mut run = self.create()?;
             if sync.is_some() {
                 let me = i32::try_from(std::process::id()).unwrap_or(0);
@@ -318,6 +510,21 @@ impl Monitor {
                 self.start(&mut run)?;
             }
             let code = self.serve(&mut run)?;
+            if self.end_of_run(&mut run, code, &mut backoff)? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Records the end of a run and waits out the restart delay; true when
+    /// the monitor's work is done.
+    fn end_of_run(
+        &mut self,
+        run: &mut Run,
+        code: i32,
+        backoff: &mut Duration,
+    ) -> Result<bool, String> {
+        {
             let ran_for = run.started.map(|t| t.elapsed()).unwrap_or_default();
             let restart = run.started.is_some()
                 && !self.stop_requested
@@ -360,18 +567,21 @@ impl Monitor {
                 self.cfg.exit_command.clear();
             }
             if !restart {
-                return Ok(());
+                return Ok(true);
             }
             // As Docker: the delay doubles, and resets after a run of ten
             // seconds or more.
             if ran_for >= Duration::from_secs(10) {
-                backoff = Duration::from_millis(100);
+                *backoff = Duration::from_millis(100);
             }
-            if !self.pause(backoff) {
-                return Ok(());
+            if !self.pause(*backoff) {
+                return Ok(true);
             }
-            backoff = (backoff * 2).min(Duration::from_secs(60));
+            *backoff = (*backoff * 2).min(Duration::from_secs(60));
             self.restarts += 1;
+            // The next create touches the runtime library again.
+            self.lean = false;
+            Ok(false)
         }
     }
 
@@ -590,12 +800,20 @@ impl Monitor {
                     PollFlags::POLLIN,
                 ));
             }
+            let lean_due = !self.lean && run.started.is_some() && run.status.is_none();
             let timeout = if run.status.is_some() || run.started.is_none() {
                 PollTimeout::from(100u16)
+            } else if lean_due {
+                PollTimeout::from(u16::try_from(LEAN_AFTER.as_millis()).unwrap_or(1000))
             } else {
                 PollTimeout::NONE
             };
             match poll(&mut fds, timeout) {
+                Ok(0) if lean_due => {
+                    drop(fds);
+                    self.go_lean(run);
+                    continue;
+                }
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(format!("poll: {e}")),
             }
