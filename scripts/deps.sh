@@ -3,7 +3,7 @@
 # --tests adds what the test suite drives: peers, podman, the VM for the
 # cgroup v2 run.
 set -euo pipefail
-pkgs=(busybox-static libseccomp-dev pkg-config gcc binutils jq)
+pkgs=(busybox-static libseccomp-dev pkg-config gcc binutils jq tini)
 if [[ ${1:-} == --tests ]]; then
     pkgs+=(runc crun podman containerd qemu-system-x86 cpio docker-registry skopeo apache2-utils debootstrap openssl)
 fi

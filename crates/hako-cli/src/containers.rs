@@ -148,6 +148,19 @@ pub struct CreateArgs {
     /// Run from this root directory instead of an image.
     #[arg(long)]
     rootfs: bool,
+    /// Pass the signals hako gets on to the container (without -t).
+    #[arg(long = "sig-proxy", default_value_t = true, action = clap::ArgAction::Set)]
+    sig_proxy: bool,
+    /// Keys that detach from the container, leaving it running.
+    #[arg(long = "detach-keys", default_value = "ctrl-p,ctrl-q")]
+    detach_keys: String,
+    /// Run an init as the container's first process (reaps zombies,
+    /// passes signals on).
+    #[arg(long)]
+    init: bool,
+    /// A host device in the container: HOST[:CONTAINER[:PERMISSIONS]].
+    #[arg(long)]
+    device: Vec<String>,
     /// The image (or, with --rootfs, the directory).
     image: String,
     /// The command and its arguments.
@@ -421,6 +434,25 @@ fn build_config(a: &CreateArgs) -> Result<ContainerConfig> {
             _ => bail!("--log-opt {o}: use max-size=SIZE or max-file=N"),
         }
     }
+    c.init = a.init;
+    for d in &a.device {
+        let parts: Vec<&str> = d.split(':').collect();
+        let (host, container, perms) = match parts.as_slice() {
+            [h] => (*h, *h, "rwm"),
+            [h, c] if c.chars().all(|x| "rwm".contains(x)) && !c.starts_with('/') => (*h, *h, *c),
+            [h, c] => (*h, *c, "rwm"),
+            [h, c, p] => (*h, *c, *p),
+            _ => bail!("--device {d}: write HOST[:CONTAINER[:PERMISSIONS]]"),
+        };
+        if !perms.chars().all(|x| "rwm".contains(x)) {
+            bail!("--device {d}: permissions are letters of rwm");
+        }
+        c.devices.push(hako_engine::DeviceSpec {
+            host: host.to_string(),
+            container: container.to_string(),
+            permissions: perms.to_string(),
+        });
+    }
     if let Some(r) = &a.runtime {
         c.runtime = Some(runtime_path(r)?);
     }
@@ -451,6 +483,15 @@ fn image_for(ctx: &Ctx, a: &CreateArgs) -> Result<Option<hako_image::store::Imag
     }
     crate::images::pull_quiet(ctx, &a.image, a.platform.as_deref())?;
     Ok(Some(store.resolve(&a.image)?))
+}
+
+fn foreground(a: &CreateArgs) -> Result<Foreground> {
+    Ok(Foreground {
+        stdin: a.interactive,
+        tty: a.tty,
+        sig_proxy: a.sig_proxy,
+        detach_keys: parse_detach_keys(&a.detach_keys)?,
+    })
 }
 
 fn create_container(ctx: &Ctx, a: &CreateArgs) -> Result<(Engine, Container)> {
@@ -491,29 +532,115 @@ pub fn run(ctx: &Ctx, a: CreateArgs) -> Result<i32> {
         .start_with(&c.id, true, a.interactive, true)
         .map_err(start_error)?;
     let attached = attached.ok_or_else(|| anyhow!("no stream from the monitor"))?;
-    let code = stream_output(attached, a.interactive, a.tty)?;
+    let code = stream_output(attached, &foreground(&a)?)?;
     hako_runtime::trace::mark("run: exit code received");
     e.finish(&c)?;
     hako_runtime::trace::mark("run: released");
     Ok(code)
 }
 
+/// How a foreground client behaves: Docker's `--sig-proxy` and
+/// `--detach-keys`.
+#[derive(Clone)]
+pub struct Foreground {
+    pub stdin: bool,
+    pub tty: bool,
+    pub sig_proxy: bool,
+    pub detach_keys: Vec<u8>,
+}
+
+/// `ctrl-p,ctrl-q` → the bytes those keys send.
+pub fn parse_detach_keys(s: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for key in s.split(',').filter(|k| !k.is_empty()) {
+        let byte = match key.strip_prefix("ctrl-") {
+            Some(c) if c.len() == 1 => {
+                let ch = c.as_bytes()[0].to_ascii_uppercase();
+                match ch {
+                    b'@'..=b'_' => ch - b'@',
+                    _ => bail!("--detach-keys {s}: ctrl-{c} is not a control key"),
+                }
+            }
+            Some(_) => bail!("--detach-keys {s}: write keys as ctrl-X or single characters"),
+            None if key.len() == 1 => key.as_bytes()[0],
+            None => bail!("--detach-keys {s}: {key:?} is not a key"),
+        };
+        out.push(byte);
+    }
+    Ok(out)
+}
+
+/// What ended an attach.
+enum Ended {
+    Exit(i32),
+    Detached,
+}
+
+static DETACHED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Copies the container's output here (and our stdin there) until it
-/// exits; its exit code.
-fn stream_output(attached: hako_engine::Attached, stdin: bool, tty: bool) -> Result<i32> {
-    let mut stream = attached.stream;
-    let raw = if tty && std::io::stdin().is_terminal() {
+/// exits or the user detaches; the exit code (0 on a detach).
+fn stream_output(attached: hako_engine::Attached, fg: &Foreground) -> Result<i32> {
+    match stream(attached, fg)? {
+        Ended::Exit(code) => Ok(code),
+        Ended::Detached => Ok(0),
+    }
+}
+
+fn stream(attached: hako_engine::Attached, fg: &Foreground) -> Result<Ended> {
+    let hako_engine::Attached {
+        mut stream,
+        run_dir,
+    } = attached;
+    let on_terminal = std::io::stdin().is_terminal();
+    // Signals: SIGWINCH resizes the container's terminal; without a
+    // terminal the others go to the container (`--sig-proxy`). Blocked
+    // here before any thread starts, taken by one thread with sigwait.
+    let mut set = nix::sys::signal::SigSet::empty();
+    if fg.tty && on_terminal {
+        set.add(nix::sys::signal::Signal::SIGWINCH);
+    }
+    if fg.sig_proxy && !fg.tty {
+        use nix::sys::signal::Signal::*;
+        for s in [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2] {
+            set.add(s);
+        }
+    }
+    if set.iter().next().is_some() {
+        set.thread_block().context("block signals")?;
+        let dir = run_dir.clone();
+        std::thread::spawn(move || {
+            while let Ok(sig) = set.wait() {
+                let req = if sig == nix::sys::signal::Signal::SIGWINCH {
+                    hako_engine::Request {
+                        resize: hako_engine::terminal_size(std::os::fd::AsFd::as_fd(
+                            &std::io::stdin(),
+                        )),
+                        ..Default::default()
+                    }
+                } else {
+                    hako_engine::Request {
+                        signal: Some(sig as i32),
+                        ..Default::default()
+                    }
+                };
+                let _ = hako_monitor::request(&dir, &req);
+            }
+        });
+    }
+    let raw = if fg.tty && on_terminal {
         Some(RawTerminal::enable()?)
     } else {
         None
     };
-    if stdin {
+    if fg.stdin {
         let mut w = stream
             .get_ref()
             .try_clone()
             .context("clone the attach socket")?;
+        let keys = fg.detach_keys.clone();
         std::thread::spawn(move || {
-            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut w);
+            let _ = copy_stdin(&mut w, &keys);
             let _ = w.shutdown(std::net::Shutdown::Write);
         });
     }
@@ -537,11 +664,52 @@ fn stream_output(attached: hako_engine::Attached, stdin: bool, tty: bool) -> Res
             }
             Ok(Some(_)) => {}
             Ok(None) => break,
+            Err(_) if DETACHED.load(std::sync::atomic::Ordering::SeqCst) => break,
             Err(e) => return Err(e).context("read from the container"),
         }
     }
     drop(raw);
-    code.ok_or_else(|| anyhow!("the container's monitor ended without an exit status"))
+    if DETACHED.load(std::sync::atomic::Ordering::SeqCst) && code.is_none() {
+        return Ok(Ended::Detached);
+    }
+    code.map(Ended::Exit)
+        .ok_or_else(|| anyhow!("the container's monitor ended without an exit status"))
+}
+
+/// Our stdin to the container, watching for the detach keys: when they
+/// come, the attach ends and the container runs on.
+fn copy_stdin(w: &mut std::os::unix::net::UnixStream, keys: &[u8]) -> std::io::Result<()> {
+    let mut input = std::io::stdin().lock();
+    let mut buf = [0u8; 4096];
+    let mut matched = 0usize;
+    loop {
+        let n = input.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let mut out = Vec::with_capacity(n + matched);
+        for &b in &buf[..n] {
+            if !keys.is_empty() && b == keys[matched] {
+                matched += 1;
+                if matched == keys.len() {
+                    w.write_all(&out)?;
+                    DETACHED.store(true, std::sync::atomic::Ordering::SeqCst);
+                    let _ = w.shutdown(std::net::Shutdown::Both);
+                    return Ok(());
+                }
+                continue;
+            }
+            // Not the sequence after all: what was held back goes too.
+            out.extend_from_slice(&keys[..matched]);
+            matched = 0;
+            if !keys.is_empty() && b == keys[0] {
+                matched = 1;
+                continue;
+            }
+            out.push(b);
+        }
+        w.write_all(&out)?;
+    }
 }
 
 /// The terminal in raw mode for the length of an attach.
@@ -592,7 +760,15 @@ pub fn start(ctx: &Ctx, a: StartArgs) -> Result<i32> {
             .start(&a.containers[0], true, a.interactive)
             .map_err(start_error)?;
         let att = att.ok_or_else(|| anyhow!("no stream from the monitor"))?;
-        return stream_output(att, a.interactive, c.config.tty);
+        return stream_output(
+            att,
+            &Foreground {
+                stdin: a.interactive,
+                tty: c.config.tty,
+                sig_proxy: true,
+                detach_keys: parse_detach_keys("ctrl-p,ctrl-q")?,
+            },
+        );
     }
     let mut failed = false;
     for name in &a.containers {
@@ -1323,4 +1499,30 @@ pub fn port(ctx: &Ctx, name: &str) -> Result<i32> {
     // exist all the same.
     engine(ctx)?.get(name)?;
     Ok(0)
+}
+
+#[derive(Args)]
+pub struct AttachArgs {
+    /// Do not attach stdin.
+    #[arg(long = "no-stdin")]
+    no_stdin: bool,
+    #[arg(long = "sig-proxy", default_value_t = true, action = clap::ArgAction::Set)]
+    sig_proxy: bool,
+    #[arg(long = "detach-keys", default_value = "ctrl-p,ctrl-q")]
+    detach_keys: String,
+    container: String,
+}
+
+/// `attach`: the container's output from now on, our stdin to it, until
+/// it exits (its exit code) or the detach keys.
+pub fn attach(ctx: &Ctx, a: AttachArgs) -> Result<i32> {
+    let mut e = engine(ctx)?;
+    let (c, att) = e.attach(&a.container, !a.no_stdin)?;
+    let fg = Foreground {
+        stdin: !a.no_stdin && c.config.interactive,
+        tty: c.config.tty,
+        sig_proxy: a.sig_proxy,
+        detach_keys: parse_detach_keys(&a.detach_keys)?,
+    };
+    stream_output(att, &fg)
 }

@@ -111,6 +111,9 @@ enum Command {
     /// Run a command in a running container.
     #[command(after_help = "Examples:\n  hako exec web ls /\n  hako exec -it web sh")]
     Exec(containers::ExecArgs),
+    /// Attach to a running container's output (and stdin).
+    #[command(after_help = "Example:\n  hako attach web   (detach with ctrl-p ctrl-q)")]
+    Attach(containers::AttachArgs),
     /// Rename a container.
     Rename(containers::RenameArgs),
     /// Pause the processes of containers.
@@ -124,6 +127,11 @@ enum Command {
     /// Manage containers.
     #[command(subcommand)]
     Container(ContainerCommand),
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  source <(hako completion bash)\n  hako completion zsh > \"${fpath[1]}/_hako\"\n  hako completion fish > ~/.config/fish/completions/hako.fish"
+    )]
+    Completion { shell: clap_complete::Shell },
     /// Log in to a registry.
     #[command(
         after_help = "Examples:\n  hako login -u alice 127.0.0.1:5000\n  echo \"$TOKEN\" | hako login -u alice --password-stdin registry.example"
@@ -172,6 +180,7 @@ enum ContainerCommand {
     Wait(containers::WaitArgs),
     Exec(containers::ExecArgs),
     Inspect(containers::InspectArgs),
+    Attach(containers::AttachArgs),
     Rename(containers::RenameArgs),
     Pause(containers::PauseArgs),
     Unpause(containers::PauseArgs),
@@ -252,6 +261,9 @@ fn run(cli: Cli) -> Result<i32> {
             containers::exec(&ctx, a)
         }
         Command::Container(ContainerCommand::Inspect(a)) => containers::inspect(&ctx, a),
+        Command::Attach(a) | Command::Container(ContainerCommand::Attach(a)) => {
+            containers::attach(&ctx, a)
+        }
         Command::Rename(a) | Command::Container(ContainerCommand::Rename(a)) => {
             containers::rename(&ctx, a)
         }
@@ -266,6 +278,14 @@ fn run(cli: Cli) -> Result<i32> {
             containers::port(&ctx, &a.container)
         }
         Command::Container(ContainerCommand::Prune(a)) => containers::prune(&ctx, a),
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "hako", &mut script);
+            // A closed pipe (`| head`) is the reader's choice, not an error.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            Ok(0)
+        }
         Command::Container(ContainerCommand::Cleanup(a)) => containers::cleanup(&ctx, a),
         Command::Login(a) => images::login(&ctx, a),
         Command::Logout(a) => images::logout(&ctx, a),

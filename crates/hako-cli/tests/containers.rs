@@ -611,3 +611,99 @@ fn the_monitor_goes_lean_without_losing_the_container() {
     assert_eq!(s.inspect("idle")["State"]["ExitCode"], 137);
     s.finish();
 }
+
+/// `-t`, `--init`, `--device`, signal proxying, `attach` with the detach
+/// keys, and the completion scripts.
+#[test]
+fn terminal_init_devices_signals_attach_and_completion() {
+    let s = Setup::new();
+    // A terminal: the program's stdio is a pty (lines end in \r\n).
+    let out = s.run(&["run", "--rm", "-t", &s.image, "sh", "-c", "tty; exit 2"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(text(&out.stdout), "/dev/pts/0\r\n");
+    // --init: tini is pid 1 and the program its child.
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "--init",
+        &s.image,
+        "sh",
+        "-c",
+        "cat /proc/1/cmdline | tr '\\0' ' '",
+    ]);
+    assert!(out.starts_with("/dev/init -- sh -c"), "{out}");
+    // --device: a host device under another name, with its cgroup rule.
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "--device",
+        "/dev/zero:/dev/myzero",
+        &s.image,
+        "sh",
+        "-c",
+        "head -c 4 /dev/myzero | od -An -tx1",
+    ]);
+    assert_eq!(out.trim(), "00 00 00 00");
+    // Signals to a foreground `run` reach the container (--sig-proxy).
+    let child =
+        s.h.cmd()
+            .args([
+                "run",
+                "--name",
+                "sig",
+                &s.image,
+                "sh",
+                "-c",
+                "trap 'echo got-term; exit 9' TERM; echo ready; while true; do sleep 0.1; done",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+    wait_for("the container to be ready", || {
+        s.run(&["logs", "sig"]).stdout == b"ready\n"
+    });
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(9));
+    assert_eq!(text(&out.stdout), "ready\ngot-term\n");
+    // attach: output from now on and stdin; the detach keys leave the
+    // container running.
+    s.ok(&[
+        "run",
+        "-d",
+        "-i",
+        "--name",
+        "echoer",
+        &s.image,
+        "sh",
+        "-c",
+        "while read l; do echo echo:$l; done",
+    ]);
+    let mut att =
+        s.h.cmd()
+            .args(["attach", "echoer"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+    use std::io::Write;
+    let mut input = att.stdin.take().unwrap();
+    input.write_all(b"hello\n").unwrap();
+    wait_for("the echo", || {
+        s.run(&["logs", "echoer"]).stdout == b"echo:hello\n"
+    });
+    input.write_all(&[0x10, 0x11]).unwrap();
+    let out = att.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stdout), "echo:hello\n");
+    assert_eq!(s.inspect("echoer")["State"]["Status"], "running");
+    // Completion scripts for the three shells.
+    for shell in ["bash", "zsh", "fish"] {
+        assert!(s.ok(&["completion", shell]).contains("hako"), "{shell}");
+    }
+    s.finish();
+}

@@ -16,8 +16,8 @@ use error::IoContext;
 pub use error::{Error, Result};
 use hako_image::snapshot::Snapshotter;
 use hako_image::store::Store;
-pub use hako_monitor::RestartPolicy;
-use hako_monitor::{ExitRecord, MonitorConfig, Ready, Request};
+use hako_monitor::{ExitRecord, MonitorConfig, Ready};
+pub use hako_monitor::{Request, RestartPolicy};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs;
@@ -136,7 +136,22 @@ pub struct ContainerConfig {
     pub log_max_files: u32,
     /// Run from this directory instead of an image (`--rootfs`).
     pub rootfs: Option<PathBuf>,
+    /// An init (tini) as the container's first process (`--init`).
+    pub init: bool,
+    /// Host devices in the container (`--device`).
+    pub devices: Vec<DeviceSpec>,
 }
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct DeviceSpec {
+    pub host: String,
+    pub container: String,
+    /// `r`, `w`, `m` as the device cgroup spells them.
+    pub permissions: String,
+}
+
+/// Where `--init` finds its init: a static tini, which runs in any image.
+pub const INIT_BINARY: &str = "/usr/bin/tini-static";
 
 /// A container as the database records it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -179,6 +194,30 @@ pub struct ContainerLock {
 /// How `start` hands over the container's streams.
 pub struct Attached {
     pub stream: BufReader<UnixStream>,
+    /// The monitor's directory, for resize and signal requests.
+    pub run_dir: PathBuf,
+}
+
+impl Attached {
+    /// Asks the monitor to pass `req` on (a resize, a signal).
+    pub fn send(&self, req: &Request) -> std::io::Result<()> {
+        hako_monitor::request(&self.run_dir, req).map(|_| ())
+    }
+}
+
+/// The size of the terminal on `fd`, if it is one: rows, columns.
+pub fn terminal_size(fd: std::os::fd::BorrowedFd<'_>) -> Option<(u16, u16)> {
+    // SAFETY: winsize is plain data; zeroed is a valid value.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes a winsize into the one we own.
+    let r = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            libc::TIOCGWINSZ,
+            &mut ws,
+        )
+    };
+    (r == 0 && ws.ws_row > 0).then_some((ws.ws_row, ws.ws_col))
 }
 
 pub struct Engine {
@@ -752,7 +791,14 @@ impl Engine {
             attach,
             stdin,
             start: true,
+            stdin_once: stdin,
             cleanup: attach && cleanup,
+            // The program starts with the caller's terminal size.
+            resize: if c.config.tty && attach {
+                terminal_size(std::os::fd::AsFd::as_fd(&std::io::stdin()))
+            } else {
+                None
+            },
             ..Default::default()
         };
         let (reply, stream) = hako_monitor::request(&run_dir, &req)
@@ -762,7 +808,7 @@ impl Engine {
             let code = start_failure_code(&err);
             return Err(Error::Start { message: err, code });
         }
-        Ok((c, attach.then_some(Attached { stream })))
+        Ok((c, attach.then_some(Attached { stream, run_dir })))
     }
 
     /// Starts the monitor in a session of its own. It stays this process's
@@ -852,6 +898,35 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Attaches to a running container: its output from now on, and its
+    /// stdin with `stdin` (if it was created with `-i`).
+    pub fn attach(&mut self, what: &str, stdin: bool) -> Result<(Container, Attached)> {
+        let c = self.get(what)?;
+        if !matches!(c.status, Status::Running | Status::Paused) {
+            return Err(Error::Conflict(format!(
+                "you cannot attach to a stopped container {}; start it first",
+                c.name
+            )));
+        }
+        let run_dir = self.run_dir(&c.id);
+        let req = Request {
+            attach: true,
+            stdin: stdin && c.config.interactive,
+            resize: if c.config.tty {
+                terminal_size(std::os::fd::AsFd::as_fd(&std::io::stdin()))
+            } else {
+                None
+            },
+            ..Default::default()
+        };
+        let (reply, stream) = hako_monitor::request(&run_dir, &req)
+            .map_err(|e| Error::io(format!("attach to {}", c.name), e))?;
+        if let Some(err) = reply.error {
+            return Err(Error::Conflict(err));
+        }
+        Ok((c, Attached { stream, run_dir }))
     }
 
     /// After an attached start with `cleanup`: waits for the monitor to

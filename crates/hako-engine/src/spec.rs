@@ -241,6 +241,39 @@ pub fn generate(
             }
         }
     }
+    let mut args = args.to_vec();
+    if cfg.init {
+        if !Path::new(crate::INIT_BINARY).exists() {
+            return Err(Error::Invalid(format!(
+                "--init needs {} (apt-get install tini)",
+                crate::INIT_BINARY
+            )));
+        }
+        // On /dev, a tmpfs of the container's own: the image is not touched.
+        mounts.push(json!({"destination": "/dev/init", "type": "bind", "source": crate::INIT_BINARY, "options": ["bind", "ro"]}));
+        args.splice(0..0, ["/dev/init".to_string(), "--".to_string()]);
+    }
+    let mut linux_devices = Vec::new();
+    let mut device_rules = Vec::new();
+    for d in &cfg.devices {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let meta = std::fs::metadata(&d.host)
+            .map_err(|e| Error::Invalid(format!("--device {}: {e}", d.host)))?;
+        let kind = if meta.file_type().is_char_device() {
+            "c"
+        } else if meta.file_type().is_block_device() {
+            "b"
+        } else {
+            return Err(Error::Invalid(format!("--device {}: not a device", d.host)));
+        };
+        let rdev = meta.rdev();
+        let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
+        linux_devices.push(json!({
+            "path": d.container, "type": kind, "major": major, "minor": minor,
+            "fileMode": meta.mode() & 0o7777, "uid": 0, "gid": 0,
+        }));
+        device_rules.push(json!({"allow": true, "type": kind, "major": major, "minor": minor, "access": d.permissions}));
+    }
     let mut namespaces = vec![
         json!({"type": "pid"}),
         json!({"type": "ipc"}),
@@ -271,6 +304,7 @@ pub fn generate(
             json!({"allow": true, "type": "c", "major": 10, "minor": 200, "access": "rwm"}),
         ];
         d.push(json!({"allow": false, "type": "c", "major": 10, "minor": 229, "access": "rwm"}));
+        d.extend(device_rules);
         json!(d)
     };
     resources.insert("devices".into(), devices);
@@ -326,13 +360,16 @@ pub fn generate(
     if let Some(profile) = &cfg.seccomp_profile {
         linux["seccomp"] = profile.clone();
     }
+    if !linux_devices.is_empty() {
+        linux["devices"] = json!(linux_devices);
+    }
     if !cfg.sysctls.is_empty() {
         linux["sysctl"] = json!(cfg.sysctls);
     }
     let mut process = json!({
         "terminal": cfg.tty,
         "user": {"uid": user.uid, "gid": user.gid, "umask": 0o022, "additionalGids": user.additional_gids},
-        "args": args,
+        "args": &args,
         "env": env,
         "cwd": cwd,
         "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},

@@ -87,6 +87,11 @@ pub struct Request {
     /// Send this connection's bytes to the container's stdin.
     #[serde(default)]
     pub stdin: bool,
+    /// The container's stdin closes when this client's input ends (the
+    /// client that ran it with `-i`, as Docker's StdinOnce); other
+    /// clients come and go without closing it.
+    #[serde(default)]
+    pub stdin_once: bool,
     /// Let the created container run its program.
     #[serde(default)]
     pub start: bool,
@@ -97,6 +102,10 @@ pub struct Request {
     /// (a foreground `run --rm`): the monitor then runs no exit command.
     #[serde(default)]
     pub cleanup: bool,
+    /// A signal for the container's init (a foreground client proxies
+    /// the signals it gets).
+    #[serde(default)]
+    pub signal: Option<i32>,
     /// New terminal size: rows, columns.
     #[serde(default)]
     pub resize: Option<(u16, u16)>,

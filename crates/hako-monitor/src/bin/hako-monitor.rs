@@ -51,7 +51,7 @@ struct Handoff {
     err: Option<RawFd>,
     stdin: Option<RawFd>,
     listener: RawFd,
-    clients: Vec<(RawFd, bool, bool)>,
+    clients: Vec<(RawFd, bool, bool, bool)>,
     started_at: String,
     /// Milliseconds the program has run, for the restart back-off.
     ran_ms: u64,
@@ -292,6 +292,8 @@ struct Client {
     stdin: bool,
     /// It releases the container itself once it has the exit code.
     cleans_up: bool,
+    /// Its end of input is the end of the container's stdin.
+    stdin_once: bool,
 }
 
 /// One run of the container (a restart makes a new one).
@@ -387,10 +389,11 @@ impl Monitor {
         let clients = h
             .clients
             .iter()
-            .map(|&(fd, stdin, cleans_up)| Client {
+            .map(|&(fd, stdin, cleans_up, stdin_once)| Client {
                 stream: UnixStream::from(own(fd)),
                 stdin,
                 cleans_up,
+                stdin_once,
             })
             .collect();
         let run = Run {
@@ -442,7 +445,14 @@ impl Monitor {
             clients: self
                 .clients
                 .iter()
-                .map(|c| (keep(c.stream.as_raw_fd()), c.stdin, c.cleans_up))
+                .map(|c| {
+                    (
+                        keep(c.stream.as_raw_fd()),
+                        c.stdin,
+                        c.cleans_up,
+                        c.stdin_once,
+                    )
+                })
                 .collect(),
             started_at: run.started_at.clone(),
             ran_ms: run
@@ -868,10 +878,11 @@ impl Monitor {
         let c = &mut self.clients[i];
         match c.stream.read(buf) {
             Ok(0) | Err(_) => {
-                // The client's input ended: so does the container's stdin
-                // (a terminal stays, for other clients). The client still
-                // gets the output, and is no longer polled.
-                if !self.cfg.tty {
+                // The client's input ended: if it ran the container with
+                // `-i`, so does the container's stdin (a terminal stays).
+                // Other clients just detach. The client still gets the
+                // output, and is no longer polled.
+                if !self.cfg.tty && c.stdin_once {
                     run.stdin = None;
                 }
                 c.stdin = false;
@@ -939,6 +950,13 @@ impl Monitor {
             if req.stop {
                 self.stop_requested = true;
             }
+            if let (Some(sig), Some(r)) = (req.signal, run.as_deref())
+                && r.status.is_none()
+                && r.pid > 0
+            {
+                // SAFETY: kill with plain integers, aimed at our own child.
+                unsafe { libc::kill(r.pid, sig) };
+            }
             if let (Some((rows, cols)), Some(r)) = (req.resize, run.as_deref())
                 && let Some(master) = r.stdin.as_ref().filter(|_| self.cfg.tty)
             {
@@ -975,6 +993,7 @@ impl Monitor {
                 stream: s,
                 stdin: req.stdin && run.as_deref().is_some_and(|r| r.stdin.is_some()),
                 cleans_up: req.cleanup,
+                stdin_once: req.stdin_once,
             });
         }
     }
