@@ -407,11 +407,11 @@ fn build_config(a: &CreateArgs) -> Result<ContainerConfig> {
         match k {
             "no-new-privileges" => c.no_new_privileges = v.is_empty() || v == "true",
             "label" => {}
-            "seccomp" if v == "unconfined" => c.seccomp_profile = None,
+            "seccomp" if v == "unconfined" => c.seccomp = hako_engine::SeccompChoice::Unconfined,
             "seccomp" => {
                 let text = std::fs::read_to_string(v)
                     .with_context(|| format!("--security-opt seccomp={v}: read the profile"))?;
-                c.seccomp_profile = Some(
+                c.seccomp = hako_engine::SeccompChoice::Profile(
                     serde_json::from_str(&text)
                         .with_context(|| format!("--security-opt seccomp={v}: not JSON"))?,
                 );

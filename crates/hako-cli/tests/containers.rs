@@ -198,6 +198,29 @@ fn foreground_run_output_and_exit_codes() {
         "/proc/self/status",
     ]);
     assert!(out.trim().ends_with("00000000a80425fb"), "{out}");
+    // The default seccomp profile is on (off with unconfined and for
+    // --privileged); its namespace rules give way to CAP_SYS_ADMIN.
+    let st = |args: &[&str]| {
+        let mut v = vec!["run", "--rm"];
+        v.extend_from_slice(args);
+        v.extend_from_slice(&[s.image.as_str(), "grep", "^Seccomp:", "/proc/self/status"]);
+        s.ok(&v).split_whitespace().last().unwrap().to_string()
+    };
+    assert_eq!(st(&[]), "2");
+    assert_eq!(st(&["--security-opt", "seccomp=unconfined"]), "0");
+    assert_eq!(st(&["--privileged"]), "0");
+    let out = s.run(&["run", "--rm", &s.image, "unshare", "-n", "true"]);
+    assert!(!out.status.success());
+    s.ok(&[
+        "run",
+        "--rm",
+        "--cap-add",
+        "SYS_ADMIN",
+        &s.image,
+        "unshare",
+        "-n",
+        "true",
+    ]);
     // No network but loopback, and it is up.
     let out = s.ok(&[
         "run",

@@ -123,8 +123,7 @@ pub struct ContainerConfig {
     pub pids_limit: Option<i64>,
     pub ulimits: Vec<Ulimit>,
     pub no_new_privileges: bool,
-    /// A seccomp section for the spec; `None` with `seccomp=unconfined`.
-    pub seccomp_profile: Option<serde_json::Value>,
+    pub seccomp: SeccompChoice,
     pub sysctls: BTreeMap<String, String>,
     pub group_add: Vec<String>,
     pub add_hosts: Vec<String>,
@@ -140,6 +139,18 @@ pub struct ContainerConfig {
     pub init: bool,
     /// Host devices in the container (`--device`).
     pub devices: Vec<DeviceSpec>,
+}
+
+/// `--security-opt seccomp=…`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SeccompChoice {
+    /// The default profile (none for `--privileged`).
+    #[default]
+    Default,
+    Unconfined,
+    /// A profile given as a file.
+    Profile(serde_json::Value),
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::rootfs::User;
-use crate::{ContainerConfig, MountKind};
+use crate::{ContainerConfig, MountKind, SeccompChoice};
 use serde_json::{Value, json};
 use std::path::Path;
 
@@ -99,10 +99,22 @@ fn all_caps() -> Vec<String> {
         "BPF",
         "CHECKPOINT_RESTORE",
     ];
+    // Only what this process may pass on: a capability outside its own
+    // bounding set cannot be granted (as podman does for --privileged).
+    let bounding = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|st| {
+            st.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX);
     NAMES
         .iter()
         .take(usize::try_from(last).unwrap_or(40) + 1)
-        .map(|n| format!("CAP_{n}"))
+        .enumerate()
+        .filter(|(i, _)| bounding & (1u64 << i) != 0)
+        .map(|(_, n)| format!("CAP_{n}"))
         .collect()
 }
 
@@ -357,8 +369,10 @@ pub fn generate(
         linux["maskedPaths"] = json!(MASKED);
         linux["readonlyPaths"] = json!(READONLY);
     }
-    if let Some(profile) = &cfg.seccomp_profile {
-        linux["seccomp"] = profile.clone();
+    match (&cfg.seccomp, cfg.privileged) {
+        (SeccompChoice::Default, false) => linux["seccomp"] = default_seccomp(&caps),
+        (SeccompChoice::Profile(p), _) => linux["seccomp"] = p.clone(),
+        _ => {}
     }
     if !linux_devices.is_empty() {
         linux["devices"] = json!(linux_devices);
@@ -445,4 +459,140 @@ pub fn resolv_conf(dns: &[String], host_network: bool) -> Result<String> {
         out.push_str(&format!("nameserver {d}\n"));
     }
     Ok(out)
+}
+
+/// Syscalls a container may not make unless it holds the capability
+/// named (none: never). They reach the host kernel's global state:
+/// modules, clocks, swap, keyrings, other processes' memory, new mounts
+/// and namespaces.
+const DENIED: &[(&str, &[&str])] = &[
+    (
+        "CAP_SYS_MODULE",
+        &[
+            "init_module",
+            "finit_module",
+            "delete_module",
+            "create_module",
+            "get_kernel_syms",
+            "query_module",
+        ],
+    ),
+    ("CAP_SYS_BOOT", &["reboot", "kexec_load", "kexec_file_load"]),
+    (
+        "CAP_SYS_TIME",
+        &[
+            "settimeofday",
+            "stime",
+            "clock_settime",
+            "clock_settime64",
+            "adjtimex",
+            "clock_adjtime",
+            "clock_adjtime64",
+        ],
+    ),
+    (
+        "CAP_SYS_ADMIN",
+        &[
+            "mount",
+            "umount",
+            "umount2",
+            "pivot_root",
+            "swapon",
+            "swapoff",
+            "setns",
+            "unshare",
+            "fsopen",
+            "fsconfig",
+            "fsmount",
+            "fspick",
+            "move_mount",
+            "open_tree",
+            "mount_setattr",
+            "quotactl",
+            "quotactl_fd",
+            "lookup_dcookie",
+            "bpf",
+            "fanotify_init",
+            "name_to_handle_at",
+            "perf_event_open",
+            "setdomainname",
+            "sethostname",
+            "vm86",
+            "vm86old",
+            "nfsservctl",
+        ],
+    ),
+    (
+        "CAP_SYS_PTRACE",
+        &[
+            "ptrace",
+            "process_vm_readv",
+            "process_vm_writev",
+            "kcmp",
+            "pidfd_getfd",
+        ],
+    ),
+    ("CAP_SYS_PACCT", &["acct"]),
+    ("CAP_SYS_RAWIO", &["iopl", "ioperm"]),
+    ("CAP_SYSLOG", &["syslog"]),
+    ("CAP_DAC_READ_SEARCH", &["open_by_handle_at"]),
+    (
+        "CAP_SYS_NICE",
+        &[
+            "mbind",
+            "move_pages",
+            "set_mempolicy",
+            "set_mempolicy_home_node",
+            "migrate_pages",
+        ],
+    ),
+    (
+        "",
+        &["keyctl", "add_key", "request_key", "uselib", "userfaultfd"],
+    ),
+];
+
+/// clone's namespace flags: a new namespace needs CAP_SYS_ADMIN.
+const CLONE_NAMESPACE_FLAGS: &[u64] = &[
+    0x0002_0000, // CLONE_NEWNS
+    0x0200_0000, // CLONE_NEWCGROUP
+    0x0400_0000, // CLONE_NEWUTS
+    0x0800_0000, // CLONE_NEWIPC
+    0x1000_0000, // CLONE_NEWUSER
+    0x2000_0000, // CLONE_NEWPID
+    0x4000_0000, // CLONE_NEWNET
+];
+
+/// The default seccomp profile: everything is allowed except what
+/// reaches past the container (the list above, for a container without
+/// the matching capability), with EPERM. `clone3` answers ENOSYS, as in
+/// Docker's profile, since its flags cannot be filtered: the C library
+/// then falls back to `clone`, whose namespace flags are.
+pub fn default_seccomp(caps: &[String]) -> Value {
+    let has = |c: &str| caps.iter().any(|x| x == c);
+    let mut syscalls = Vec::new();
+    let mut names: Vec<&str> = Vec::new();
+    for (cap, list) in DENIED {
+        if cap.is_empty() || !has(cap) {
+            names.extend(list.iter().copied());
+        }
+    }
+    syscalls.push(json!({"names": names, "action": "SCMP_ACT_ERRNO", "errnoRet": 1}));
+    if !has("CAP_SYS_ADMIN") {
+        syscalls.push(json!({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}));
+        for flag in CLONE_NAMESPACE_FLAGS {
+            syscalls.push(json!({
+                "names": ["clone"],
+                "action": "SCMP_ACT_ERRNO",
+                "errnoRet": 1,
+                // On x86-64 and arm64 the flags are clone's first argument.
+                "args": [{"index": 0, "value": flag, "valueTwo": flag, "op": "SCMP_CMP_MASKED_EQ"}],
+            }));
+        }
+    }
+    json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
+        "syscalls": syscalls,
+    })
 }
