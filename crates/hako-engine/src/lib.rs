@@ -257,6 +257,12 @@ pub fn process_start(pid: i32) -> Option<u64> {
     rest.split(' ').nth(19)?.parse().ok()
 }
 
+/// The pid of the process at the other end of a unix socket.
+fn socket_peer_pid(s: &UnixStream) -> Option<i32> {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    getsockopt(s, PeerCredentials).ok().map(|c| c.pid())
+}
+
 /// Blocks until the process `pid` (started at `start`) has exited; at
 /// once if it is not there. Through a pidfd, so no polling.
 pub fn wait_process_exit(pid: i32, start: u64) {
@@ -1170,10 +1176,42 @@ impl Engine {
         // command finishes removing.
         c.status = Status::Removing;
         self.db.update(&c)?;
+        self.end_stray_monitor(&c);
         self.runtime_delete(&c);
         self.remove_files(&c)?;
         self.db.delete(&c.id)?;
         Ok(c)
+    }
+
+    /// A monitor the record does not know of (a `start` killed between
+    /// starting the monitor and recording it) still holds a created
+    /// container: end that container and wait for the monitor, so that it
+    /// writes nothing into what is being removed.
+    fn end_stray_monitor(&self, c: &Container) {
+        let dir = self.run_dir(&c.id);
+        if !dir.join(hako_monitor::ATTACH_SOCKET).exists() {
+            return;
+        }
+        let req = Request {
+            attach: true,
+            stop: true,
+            ..Default::default()
+        };
+        let Ok((_, mut stream)) = hako_monitor::request(&dir, &req) else {
+            return;
+        };
+        let _ = self.runtime_kill(c, libc::SIGKILL);
+        let _ = stream
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_secs(10)));
+        let mut buf = Vec::new();
+        while let Ok(Some(_)) = hako_monitor::read_frame(&mut stream, &mut buf) {}
+        // The stream ends before the monitor does: wait for its process.
+        if let Some(pid) = socket_peer_pid(stream.get_ref()) {
+            if let Some(start) = process_start(pid) {
+                wait_process_exit(pid, start);
+            }
+        }
     }
 
     pub fn rename(&mut self, what: &str, new_name: &str) -> Result<()> {
