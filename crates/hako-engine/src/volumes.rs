@@ -137,6 +137,11 @@ impl Engine {
     }
 
     pub fn volume_lock(&self, name: &str) -> Result<VolumeLock> {
+        // The name is a path component of the lock and the data: checked
+        // before either is touched.
+        if !valid_name(name) {
+            return Err(VolumeError::InvalidName(name.to_string()).into());
+        }
         let path = self
             .runroot
             .join("locks")
@@ -288,6 +293,13 @@ impl Engine {
     /// `volume rm`: refused while any container, running or not, uses
     /// it (with `force` too, as Docker). `force` ignores a missing volume.
     pub fn volume_remove(&mut self, name: &str, force: bool) -> Result<()> {
+        if !valid_name(name) {
+            return if force {
+                Ok(())
+            } else {
+                Err(VolumeError::NotFound(name.to_string()).into())
+            };
+        }
         let _lock = self.volume_lock(name)?;
         if get(self.db.conn(), name)?.is_none() {
             if force {
