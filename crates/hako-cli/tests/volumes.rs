@@ -576,3 +576,47 @@ fn copy_up_never_follows_links_out_of_the_container() {
     }
     s.finish();
 }
+
+#[test]
+fn parallel_first_use_makes_and_fills_the_volume_once() {
+    let s = Setup::new();
+    let seed = s.seed.as_str();
+    let children: Vec<_> = (0..6)
+        .map(|i| {
+            s.h.cmd()
+                .args(["run", "--rm", "-v", "par:/data", seed, "sh", "-c"])
+                .arg(format!("cat /data/seed && echo {i} > /data/$(hostname)"))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "seed\n");
+    }
+    assert_eq!(s.volumes(), ["par"]);
+    // The seed, the image's tree, and one file per container: copied once.
+    let d = s.data("par");
+    assert_eq!(std::fs::read_dir(&d).unwrap().count(), 3 + 6);
+
+    // Two mounts on one path are refused, before any volume is made.
+    let err = s.fails(&[
+        "create",
+        "-v",
+        "x1:/d",
+        "--mount",
+        "type=volume,source=x2,target=/d/",
+        s.busybox.as_str(),
+        "true",
+    ]);
+    assert!(err.contains("duplicate mount point"), "{err}");
+    assert_eq!(s.volumes(), ["par"]);
+    s.finish();
+}

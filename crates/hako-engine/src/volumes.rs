@@ -380,6 +380,15 @@ impl Engine {
                 });
             }
         }
+        let mut seen = std::collections::HashSet::new();
+        for m in mounts.iter() {
+            if !seen.insert(clean_path(&m.target)) {
+                return Err(crate::Error::Invalid(format!(
+                    "duplicate mount point: {}",
+                    m.target
+                )));
+            }
+        }
         for m in mounts.iter_mut().filter(|m| m.kind == MountKind::Volume) {
             if !m.target.starts_with('/') {
                 return Err(VolumeError::RelativeTarget(m.target.clone()).into());
@@ -533,7 +542,45 @@ pub fn copy_up(rootfs: &Path, target: &str, data: &Path) -> std::io::Result<()> 
     copy_dir(&src, &dst, &dst, "", &mut links)?;
     // The volume's root takes the owner and mode of the image's directory.
     let st = rustix::fs::fstat(&src).map_err(io)?;
-    set_owner_mode_times(&dst, &st, true)
+    set_owner_mode_times(&dst, &st, true)?;
+    copy_xattrs(&src, &dst)
+}
+
+/// Extended attributes (file capabilities, ACLs, `user.*`) of `src` onto
+/// `dst`; after the chown, which drops `security.capability`. Those the
+/// volume's filesystem does not take are left out, as Docker does.
+fn copy_xattrs(src: impl AsFd, dst: impl AsFd) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let size = match rustix::fs::flistxattr_query(&src) {
+        Ok(n) => n,
+        Err(rustix::io::Errno::NOTSUP) => return Ok(()),
+        Err(e) => return Err(io(e)),
+    };
+    if size == 0 {
+        return Ok(());
+    }
+    let mut names = vec![0u8; size];
+    let n = rustix::fs::flistxattr(&src, &mut names[..]).map_err(io)?;
+    for name in names[..n.min(size)].split(|b| *b == 0) {
+        // Overlay's own attributes describe layers, not the file.
+        if name.is_empty() || name.starts_with(b"trusted.overlay.") {
+            continue;
+        }
+        let name = std::ffi::OsStr::from_bytes(name);
+        let len = rustix::fs::fgetxattr_query(&src, name).map_err(io)?;
+        let mut value = vec![0u8; len];
+        let len = rustix::fs::fgetxattr(&src, name, &mut value[..]).map_err(io)?;
+        match rustix::fs::fsetxattr(
+            &dst,
+            name,
+            &value[..len.min(value.len())],
+            rustix::fs::XattrFlags::empty(),
+        ) {
+            Ok(()) | Err(rustix::io::Errno::NOTSUP | rustix::io::Errno::PERM) => {}
+            Err(e) => return Err(io(e)),
+        }
+    }
+    Ok(())
 }
 
 fn set_owner_mode_times(fd: &OwnedFd, st: &rustix::fs::Stat, times: bool) -> std::io::Result<()> {
@@ -608,6 +655,7 @@ fn copy_dir(
                 .map_err(io)?;
                 copy_dir(&s, &d, top, &path, links)?;
                 set_owner_mode_times(&d, &st, true)?;
+                copy_xattrs(&s, &d)?;
             }
             rustix::fs::FileType::RegularFile => {
                 #[allow(clippy::useless_conversion)]
@@ -643,6 +691,7 @@ fn copy_dir(
                 std::io::copy(&mut sf, &mut df)?;
                 let d = OwnedFd::from(df);
                 set_owner_mode_times(&d, &st, true)?;
+                copy_xattrs(&sf, &d)?;
                 if nlink > 1 {
                     links.insert(key, path);
                 }
@@ -722,6 +771,93 @@ mod tests {
         assert!(!valid_name("-x"));
         assert!(!valid_name("a/b"));
         assert!(!valid_name(""));
+    }
+
+    fn tree() -> (tempfile::TempDir, PathBuf) {
+        use std::os::unix::fs::{PermissionsExt, symlink};
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("rootfs");
+        fs::create_dir_all(root.join("d/sub")).unwrap();
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::write(root.join("etc/only-in-the-image"), "x").unwrap();
+        fs::write(root.join("d/file"), "file\n").unwrap();
+        fs::set_permissions(root.join("d/file"), fs::Permissions::from_mode(0o640)).unwrap();
+        fs::hard_link(root.join("d/file"), root.join("d/sub/hard")).unwrap();
+        fs::write(root.join("d/sub/x"), "x\n").unwrap();
+        symlink("/etc/passwd", root.join("d/link")).unwrap();
+        symlink("/etc", root.join("l")).unwrap();
+        symlink("../../../../../etc", root.join("l2")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &root.join("d/fifo"),
+            rustix::fs::FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        (t, root)
+    }
+
+    fn volume(t: &tempfile::TempDir, name: &str) -> PathBuf {
+        let d = t.path().join(name);
+        fs::create_dir(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn copy_up_keeps_links_modes_and_hard_links() {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+        let (t, root) = tree();
+        let xattr = rustix::fs::setxattr(
+            &root.join("d/file"),
+            "user.hako",
+            b"v",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .is_ok();
+        let v = volume(&t, "v");
+        copy_up(&root, "/d", &v).unwrap();
+        assert_eq!(fs::read_to_string(v.join("file")).unwrap(), "file\n");
+        let m = fs::metadata(v.join("file")).unwrap();
+        assert_eq!(m.permissions().mode() & 0o7777, 0o640);
+        assert_eq!(m.ino(), fs::metadata(v.join("sub/hard")).unwrap().ino());
+        assert_eq!(
+            fs::read_link(v.join("link")).unwrap(),
+            Path::new("/etc/passwd")
+        );
+        assert!(
+            fs::symlink_metadata(v.join("fifo"))
+                .unwrap()
+                .file_type()
+                .is_fifo()
+        );
+        if xattr {
+            let mut buf = [0u8; 8];
+            let n = rustix::fs::getxattr(&v.join("file"), "user.hako", &mut buf[..]).unwrap();
+            assert_eq!(&buf[..n], b"v");
+        }
+        // Not empty any more: a second copy does nothing.
+        fs::remove_file(v.join("file")).unwrap();
+        copy_up(&root, "/d", &v).unwrap();
+        assert!(!v.join("file").exists());
+    }
+
+    #[test]
+    fn copy_up_resolves_inside_the_root() {
+        let (t, root) = tree();
+        for (n, path) in [("a", "/l"), ("b", "/l2"), ("c", "/../../l")] {
+            let v = volume(&t, n);
+            copy_up(&root, path, &v).unwrap();
+            let names: Vec<String> = fs::read_dir(&v)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            assert_eq!(names, ["only-in-the-image"], "{path}");
+        }
+        let v = volume(&t, "none");
+        copy_up(&root, "/missing", &v).unwrap();
+        copy_up(&root, "/d/file", &v).unwrap();
+        assert_eq!(fs::read_dir(&v).unwrap().count(), 0);
     }
 
     #[test]
