@@ -760,6 +760,7 @@ fn link_beneath(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -789,7 +790,7 @@ mod tests {
         symlink("../../../../../etc", root.join("l2")).unwrap();
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &root.join("d/fifo"),
+            root.join("d/fifo"),
             rustix::fs::FileType::Fifo,
             Mode::from_raw_mode(0o600),
             0,
@@ -809,7 +810,7 @@ mod tests {
         use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
         let (t, root) = tree();
         let xattr = rustix::fs::setxattr(
-            &root.join("d/file"),
+            root.join("d/file"),
             "user.hako",
             b"v",
             rustix::fs::XattrFlags::empty(),
@@ -833,7 +834,7 @@ mod tests {
         );
         if xattr {
             let mut buf = [0u8; 8];
-            let n = rustix::fs::getxattr(&v.join("file"), "user.hako", &mut buf[..]).unwrap();
+            let n = rustix::fs::getxattr(v.join("file"), "user.hako", &mut buf[..]).unwrap();
             assert_eq!(&buf[..n], b"v");
         }
         // Not empty any more: a second copy does nothing.
