@@ -4,7 +4,7 @@
 use crate::{Ctx, format};
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
-use hako_engine::volumes::{ANONYMOUS_LABEL, Volume};
+use hako_engine::volumes::Volume;
 use hako_engine::{Engine, MountKind, MountSpec};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -201,7 +201,6 @@ fn ls(ctx: &Ctx, a: LsArgs) -> Result<i32> {
             "CreatedAt": v.created,
             "Labels": labels,
             "Scope": "local",
-            "Anonymous": v.labels.contains_key(ANONYMOUS_LABEL),
         }));
     }
     if a.quiet {
@@ -222,6 +221,16 @@ fn ls(ctx: &Ctx, a: LsArgs) -> Result<i32> {
         &column,
     )?;
     Ok(0)
+}
+
+/// `inspect` of a volume; `None` if there is no volume `name`.
+pub fn inspect_volume(ctx: &Ctx, name: &str) -> Result<Option<Value>> {
+    let e = crate::containers::engine(ctx)?;
+    match e.volume_inspect(name) {
+        Ok(v) => Ok(Some(volume_json(&v))),
+        Err(hako_engine::Error::Volume(hako_engine::volumes::VolumeError::NotFound(_))) => Ok(None),
+        Err(err) => Err(err.into()),
+    }
 }
 
 fn inspect(ctx: &Ctx, a: InspectArgs) -> Result<i32> {

@@ -196,6 +196,11 @@ fn named_volume_shares_data_between_containers() {
     assert_eq!(v["Labels"], serde_json::json!({}));
     assert_eq!(v["Mountpoint"], s.data("shared").to_str().unwrap());
     assert!(v["CreatedAt"].as_str().unwrap().starts_with("20"));
+    // `inspect` finds volumes after containers and images.
+    assert_eq!(
+        s.ok(&["inspect", "--format", "{{.Name}} {{.Scope}}", "shared"]),
+        "shared local\n"
+    );
     assert_eq!(
         s.ok(&["volume", "inspect", "--format", "{{.Mountpoint}}", "shared"]),
         format!("{}\n", s.data("shared").display())
@@ -519,7 +524,11 @@ fn prune_removes_unused_anonymous_then_all() {
     let mut expect: Vec<String> = before.into_iter().filter(|v| *v != unused_anon).collect();
     assert_eq!(s.volumes(), expect);
 
+    // A directory with no record (a crashed `volume rm`) goes too.
+    let orphan = s.h.root().join("volumes/orphan");
+    std::fs::create_dir_all(orphan.join("_data")).unwrap();
     let out = s.ok(&["volume", "prune", "-f", "--all"]);
+    assert!(!orphan.exists());
     assert_eq!(
         out,
         "Deleted Volumes:\nnamed\n\nTotal reclaimed space: 0B\n"

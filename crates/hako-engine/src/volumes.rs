@@ -359,6 +359,27 @@ impl Engine {
             bytes += size;
             removed.push(v.name);
         }
+        // Directories without a record, left by a `volume rm` that crashed
+        // between the two steps. The lock orders this after a create that
+        // has made the directory but not yet the record.
+        let known: std::collections::HashSet<String> =
+            self.volume_list()?.into_iter().map(|v| v.name).collect();
+        if let Ok(rd) = fs::read_dir(self.volumes_dir()) {
+            for name in rd
+                .flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+            {
+                if known.contains(&name) || !valid_name(&name) {
+                    continue;
+                }
+                let _lock = self.volume_lock(&name)?;
+                if get(self.db.conn(), &name)?.is_none() {
+                    let dir = self.volumes_dir().join(&name);
+                    bytes += dir_size(&dir);
+                    fs::remove_dir_all(&dir).ctx(|| format!("remove {}", dir.display()))?;
+                }
+            }
+        }
         Ok((removed, bytes))
     }
 
@@ -461,14 +482,17 @@ impl Engine {
             let _lock = self.volume_lock(&m.source)?;
             let v = self.ensure_volume(&m.source, m.anonymous, BTreeMap::new())?;
             if !v.initialized {
-                if !m.options.iter().any(|o| o == "nocopy") {
-                    copy_up(rootfs, &m.target, &v.mountpoint).map_err(|source| {
-                        VolumeError::CopyUp {
-                            name: v.name.clone(),
-                            path: m.target.clone(),
-                            source,
-                        }
-                    })?;
+                if !m.options.iter().any(|o| o == "nocopy")
+                    && let Err(source) = copy_up(rootfs, &m.target, &v.mountpoint)
+                {
+                    // It was empty: a half copy would pass for data next time.
+                    empty_dir(&v.mountpoint);
+                    return Err(VolumeError::CopyUp {
+                        name: v.name.clone(),
+                        path: m.target.clone(),
+                        source,
+                    }
+                    .into());
                 }
                 self.db
                     .conn()
@@ -481,6 +505,19 @@ impl Engine {
             m.source = v.mountpoint.to_string_lossy().into_owned();
         }
         Ok(())
+    }
+}
+
+/// Removes what `dir` holds, as far as it can.
+fn empty_dir(dir: &Path) {
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            let _ = match e.file_type() {
+                Ok(t) if t.is_dir() => fs::remove_dir_all(&p),
+                _ => fs::remove_file(&p),
+            };
+        }
     }
 }
 
