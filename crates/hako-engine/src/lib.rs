@@ -543,10 +543,10 @@ impl Engine {
             error: String::new(),
         };
         // The record first: a name taken by a parallel create fails here,
-        // before any work. A crash after it leaves a record that `rm`
-        // clears, whatever else was made.
-        // Volumes before the record, whose mounts mark them in use; their
-        // locks keep a `volume rm` out until then.
+        // before any work but the volumes. A crash after it leaves a record
+        // that `rm` clears, whatever else was made. The volumes come just
+        // before it, as the record's mounts are what mark them in use; their
+        // locks keep a `volume rm` out until it is written.
         let volume_locks = self.ensure_volumes(&c.config.mounts)?;
         let inserted = self.db.insert(&c);
         drop(volume_locks);
