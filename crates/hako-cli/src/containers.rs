@@ -28,7 +28,7 @@ impl std::fmt::Display for ExitError {
 
 impl std::error::Error for ExitError {}
 
-fn engine(ctx: &Ctx) -> Result<Engine> {
+pub(crate) fn engine(ctx: &Ctx) -> Result<Engine> {
     let exe = std::env::current_exe().context("find the hako binary")?;
     Engine::open(&ctx.root, &ctx.runroot, &exe).with_context(|| {
         format!(
@@ -211,6 +211,10 @@ fn parse_mount_flag(s: &str) -> Result<MountSpec> {
             "source" | "src" => m.source = v.to_string(),
             "target" | "destination" | "dst" => m.target = v.to_string(),
             "readonly" | "ro" => m.readonly = v.is_empty() || v == "true" || v == "1",
+            "volume-nocopy" if v.is_empty() || v == "true" || v == "1" => {
+                m.options.push("nocopy".into());
+            }
+            "volume-nocopy" => {}
             "tmpfs-size" => m.options.push(format!("size={}", parse_bytes(v)?)),
             "tmpfs-mode" => m.options.push(format!("mode={v}")),
             "bind-propagation" | "consistency" => {}
@@ -220,9 +224,8 @@ fn parse_mount_flag(s: &str) -> Result<MountSpec> {
     m.kind = match kind {
         "bind" => MountKind::Bind,
         "tmpfs" => MountKind::Tmpfs,
-        "volume" => {
-            bail!("--mount {s:?}: named volumes are not supported yet; use type=bind or type=tmpfs")
-        }
+        // No source: an anonymous volume.
+        "volume" => MountKind::Volume,
         other => bail!("--mount {s:?}: unknown type {other:?}"),
     };
     if m.target.is_empty() {
@@ -231,37 +234,65 @@ fn parse_mount_flag(s: &str) -> Result<MountSpec> {
     if m.kind == MountKind::Bind && m.source.is_empty() {
         bail!("--mount {s:?}: source= is required for a bind mount");
     }
+    if m.kind != MountKind::Volume && m.options.iter().any(|o| o == "nocopy") {
+        bail!("--mount {s:?}: volume-nocopy is for type=volume");
+    }
     Ok(m)
 }
 
+/// `-v`: `/host:/dest[:opts]` binds, `name:/dest[:opts]` a named volume
+/// (made on first use), `/dest[:opts]` an anonymous volume.
 fn parse_volume(s: &str) -> Result<MountSpec> {
+    const MODES: &[&str] = &[
+        "ro", "rw", "z", "Z", "nocopy", "private", "rprivate", "shared", "rshared", "slave",
+        "rslave",
+    ];
     let parts: Vec<&str> = s.split(':').collect();
     let (source, target, opts) = match parts.as_slice() {
-        [t] => bail!("-v {t}: anonymous volumes are not supported yet; give SOURCE:{t}"),
+        [t] => ("", *t, ""),
+        // `/dest:ro` is an anonymous volume with options, as Docker reads it.
+        [t, o] if o.split(',').all(|o| MODES.contains(&o)) => ("", *t, *o),
         [s, t] => (*s, *t, ""),
         [s, t, o] => (*s, *t, *o),
         _ => bail!("-v {s:?}: write SOURCE:DEST[:OPTIONS]"),
     };
-    if !source.starts_with('/') {
-        bail!("-v {s}: named volumes are not supported yet; give an absolute host path");
+    if !target.starts_with('/') {
+        bail!("-v {s}: the destination {target:?} must be an absolute path");
     }
+    // A volume name starts with a letter or digit: `./dir` is a bind of a
+    // relative host path (Docker's CLI makes it absolute too).
+    let source = if source.starts_with('.') {
+        std::env::current_dir()
+            .context("find the current directory")?
+            .join(source)
+            .to_string_lossy()
+            .into_owned()
+    } else {
+        source.to_string()
+    };
+    let kind = if source.starts_with('/') {
+        MountKind::Bind
+    } else {
+        MountKind::Volume
+    };
     let mut m = MountSpec {
-        kind: MountKind::Bind,
-        source: source.to_string(),
+        kind,
+        source: source.clone(),
         target: target.to_string(),
         ..Default::default()
     };
     for o in opts.split(',').filter(|o| !o.is_empty()) {
         match o {
             "ro" => m.readonly = true,
+            "nocopy" if kind == MountKind::Volume => m.options.push("nocopy".into()),
             "rw" | "z" | "Z" | "private" | "rprivate" | "shared" | "rshared" | "slave"
             | "rslave" => {}
             _ => bail!("-v {s}: unknown option {o:?}"),
         }
     }
-    if !std::path::Path::new(source).exists() {
+    if kind == MountKind::Bind && !std::path::Path::new(&source).exists() {
         // Docker makes a missing bind source as a directory.
-        std::fs::create_dir_all(source).with_context(|| format!("create {source}"))?;
+        std::fs::create_dir_all(&source).with_context(|| format!("create {source}"))?;
     }
     Ok(m)
 }
@@ -856,7 +887,7 @@ pub fn rm(ctx: &Ctx, a: RmArgs) -> Result<i32> {
     let mut e = engine(ctx)?;
     let mut failed = false;
     for n in &a.containers {
-        match e.remove(n, a.force) {
+        match e.remove_with_volumes(n, a.force, a.volumes) {
             Ok(_) => println!("{n}"),
             Err(hako_engine::Error::NotFound(_)) if a.force => {}
             Err(err) => {
@@ -1230,10 +1261,7 @@ pub fn inspect_json(e: &Engine, c: &Container) -> Value {
             }, "MaximumRetryCount": c.config.max_restarts},
             "Runtime": c.config.runtime.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "hako".into()),
         },
-        "Mounts": c.config.mounts.iter().map(|m| json!({
-            "Type": match m.kind { MountKind::Bind => "bind", MountKind::Volume => "volume", MountKind::Tmpfs => "tmpfs" },
-            "Source": m.source, "Destination": m.target, "RW": !m.readonly,
-        })).collect::<Vec<_>>(),
+        "Mounts": c.config.mounts.iter().map(|m| crate::volumes::mount_json(e, m)).collect::<Vec<_>>(),
         "Config": {
             "Hostname": spec.as_ref().and_then(|s| s["hostname"].as_str().map(String::from)).unwrap_or_else(|| c.short_id().to_string()),
             "User": c.config.user,

@@ -381,6 +381,10 @@ fn inspect_names(ctx: &Ctx, a: InspectArgs, containers: bool) -> Result<i32> {
         }
         match store.resolve(name) {
             Ok(img) => out.push(inspect_json(&store, &img)),
+            // `docker inspect` looks for volumes after images.
+            Err(_) if containers && let Some(v) = crate::volumes::inspect_volume(ctx, name)? => {
+                out.push(v);
+            }
             Err(e) => {
                 eprintln!("Error: {e}");
                 code = 1;

@@ -7,6 +7,7 @@ mod containers;
 mod format;
 mod images;
 mod progress;
+mod volumes;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -142,6 +143,9 @@ enum Command {
     /// System information.
     #[command(subcommand)]
     System(SystemCommand),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(volumes::VolumeCommand),
 }
 
 #[derive(Subcommand)]
@@ -290,6 +294,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Login(a) => images::login(&ctx, a),
         Command::Logout(a) => images::logout(&ctx, a),
         Command::System(SystemCommand::Df(a)) => images::df(&ctx, a.format.as_deref()),
+        Command::Volume(c) => volumes::run(&ctx, c),
     }
 }
 

@@ -89,7 +89,15 @@ impl Db {
         .map_err(|e| Error::db(&path, e))?;
         conn.execute_batch(SCHEMA)
             .map_err(|e| Error::db(&path, e))?;
+        conn.execute_batch(crate::volumes::SCHEMA)
+            .map_err(|e| Error::db(&path, e))?;
         Ok(Db { conn })
+    }
+
+    /// For the other objects' modules (volumes), which keep their own
+    /// tables in this database.
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
     }
 
     /// Adds a container; a taken name is an error that says so.

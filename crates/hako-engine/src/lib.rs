@@ -11,6 +11,7 @@ pub mod db;
 pub mod error;
 pub mod rootfs;
 pub mod spec;
+pub mod volumes;
 
 use error::IoContext;
 pub use error::{Error, Result};
@@ -75,6 +76,10 @@ pub struct MountSpec {
     pub readonly: bool,
     #[serde(default)]
     pub options: Vec<String>,
+    /// A volume made for this container (`-v /path`, an image `VOLUME`):
+    /// `rm -v` and `--rm` remove it with the container.
+    #[serde(default)]
+    pub anonymous: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -514,6 +519,7 @@ impl Engine {
         };
         config.name_hint = Some(name.clone());
         let mut image_id = String::new();
+        let mut image_volumes = Vec::new();
         if let Some(img) = image {
             image_id = img.id.to_string();
             let ic = img.config.config.clone().unwrap_or_default();
@@ -527,6 +533,9 @@ impl Engine {
                     .unwrap_or_default()
             };
             config.image_env = strings(&ic["Env"]);
+            if let Some(v) = ic["Volumes"].as_object() {
+                image_volumes.extend(v.keys().cloned());
+            }
             let image_entrypoint = strings(&ic["Entrypoint"]);
             let image_cmd = strings(&ic["Cmd"]);
             // Docker: an --entrypoint drops the image's Cmd too.
@@ -571,6 +580,7 @@ impl Engine {
             )));
         }
         spec::capabilities(&config)?;
+        self.plan_volumes(&mut config.mounts, &image_volumes)?;
         let c = Container {
             id: id.clone(),
             name,
@@ -589,9 +599,17 @@ impl Engine {
             error: String::new(),
         };
         // The record first: a name taken by a parallel create fails here,
-        // before any work. A crash after it leaves a record that `rm`
-        // clears, whatever else was made.
-        self.db.insert(&c)?;
+        // before any work but the volumes. A crash after it leaves a record
+        // that `rm` clears, whatever else was made. The volumes come just
+        // before it, as the record's mounts are what mark them in use; their
+        // locks keep a `volume rm` out until it is written.
+        let volume_locks = self.ensure_volumes(&c.config.mounts)?;
+        let inserted = self.db.insert(&c);
+        drop(volume_locks);
+        if let Err(e) = inserted {
+            self.remove_anonymous_volumes(&c);
+            return Err(e);
+        }
         hako_runtime::trace::mark("engine: record inserted");
         let res = (|| -> Result<()> {
             let dir = self.container_dir(&id);
@@ -614,6 +632,7 @@ impl Engine {
         if let Err(e) = res {
             let _ = self.remove_files(&c);
             let _ = self.db.delete(&id);
+            self.remove_anonymous_volumes(&c);
             return Err(e);
         }
         Ok(c)
@@ -677,6 +696,7 @@ impl Engine {
             let env = spec::environment(&c.config.image_env, &c.config, &hostname, &user.home);
             let mut cfg = c.config.clone();
             cfg.hostname = Some(hostname);
+            self.prepare_volumes(&rootfs, &mut cfg.mounts)?;
             let spec = spec::generate(&cfg, &c.id, &rootfs, &c.command(), env, &cwd, &user, &dir)?;
             let bytes =
                 serde_json::to_vec_pretty(&spec).map_err(|e| Error::Invalid(e.to_string()))?;
@@ -997,6 +1017,10 @@ impl Engine {
             self.remove_files(&c)?;
             hako_runtime::trace::mark("engine: files removed");
             self.db.delete(id)?;
+            // Docker's `--rm` takes the anonymous volumes along.
+            if c.config.auto_remove {
+                self.remove_anonymous_volumes(&c);
+            }
             return Ok(());
         }
         c.pid = 0;
@@ -1157,6 +1181,16 @@ impl Engine {
 
     /// `rm`: removes a stopped container (a running one with `force`).
     pub fn remove(&mut self, what: &str, force: bool) -> Result<Container> {
+        self.remove_with_volumes(what, force, false)
+    }
+
+    /// `rm`, and with `volumes` (`rm -v`) the container's anonymous volumes.
+    pub fn remove_with_volumes(
+        &mut self,
+        what: &str,
+        force: bool,
+        volumes: bool,
+    ) -> Result<Container> {
         let c = self.get(what)?;
         if matches!(c.status, Status::Running | Status::Paused) {
             if !force {
@@ -1180,6 +1214,9 @@ impl Engine {
         self.runtime_delete(&c);
         self.remove_files(&c)?;
         self.db.delete(&c.id)?;
+        if volumes {
+            self.remove_anonymous_volumes(&c);
+        }
         Ok(c)
     }
 
