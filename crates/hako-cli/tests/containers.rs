@@ -730,3 +730,44 @@ fn terminal_init_devices_signals_attach_and_completion() {
     }
     s.finish();
 }
+
+/// `hako run` SIGKILLed at each step of making and starting a container:
+/// every time, the next commands tell a consistent story, `start` can
+/// finish the job, and `rm -f` releases everything.
+#[test]
+fn run_killed_at_every_step_is_repaired() {
+    let s = Setup::new();
+    let points = [
+        "engine: record inserted",
+        "engine: rootfs mounted, spec written",
+        "engine: monitor ready",
+        "engine: record updated, lo up",
+        "engine: started",
+    ];
+    for (i, point) in points.iter().enumerate() {
+        let name = format!("crash{i}");
+        let out =
+            s.h.cmd()
+                .args(["run", "-d", "--name", &name, &s.image, "sleep", "60"])
+                .env("HAKO_RUNTIME_CRASH_AT", point)
+                .output()
+                .unwrap();
+        assert_eq!(
+            out.status.code(),
+            None,
+            "{point}: not killed: {}",
+            text(&out.stderr)
+        );
+        let ps = s.ok(&["ps", "-a", "--format", "{{.Names}} {{.State}}"]);
+        assert!(ps.contains(&name), "{point}: {ps}");
+        if i == 2 {
+            // A monitor holds a created container the record does not
+            // know of: start makes a fresh one.
+            s.ok(&["start", &name]);
+            assert_eq!(s.inspect(&name)["State"]["Status"], "running", "{point}");
+        }
+        s.ok(&["rm", "-f", &name]);
+        assert!(!s.ok(&["ps", "-a"]).contains(&name), "{point}");
+    }
+    s.finish();
+}
