@@ -297,6 +297,27 @@ fn parse_volume(s: &str) -> Result<MountSpec> {
     Ok(m)
 }
 
+/// `no`, `on-failure[:N]`, `always`, `unless-stopped`.
+fn parse_restart(s: &str) -> Result<(RestartPolicy, u32)> {
+    let (policy, max) = match s.split_once(':') {
+        Some(("on-failure", n)) => (
+            "on-failure",
+            n.parse::<u32>()
+                .map_err(|_| anyhow!("--restart on-failure:{n}: the count must be a number"))?,
+        ),
+        Some((p, _)) => bail!("--restart {p}: only on-failure takes a count"),
+        None => (s, 0),
+    };
+    let policy = match policy {
+        "no" | "" => RestartPolicy::No,
+        "on-failure" => RestartPolicy::OnFailure,
+        "always" => RestartPolicy::Always,
+        "unless-stopped" => RestartPolicy::UnlessStopped,
+        other => bail!("--restart {other}: use no, on-failure[:N], always or unless-stopped"),
+    };
+    Ok((policy, max))
+}
+
 fn read_env_file(p: &PathBuf) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?;
     Ok(text
@@ -377,23 +398,7 @@ fn build_config(a: &CreateArgs) -> Result<ContainerConfig> {
             ..Default::default()
         });
     }
-    let (policy, max) = match a.restart.split_once(':') {
-        Some(("on-failure", n)) => (
-            "on-failure",
-            n.parse::<u32>()
-                .map_err(|_| anyhow!("--restart on-failure:{n}: the count must be a number"))?,
-        ),
-        Some((p, _)) => bail!("--restart {p}: only on-failure takes a count"),
-        None => (a.restart.as_str(), 0),
-    };
-    c.restart = match policy {
-        "no" | "" => RestartPolicy::No,
-        "on-failure" => RestartPolicy::OnFailure,
-        "always" => RestartPolicy::Always,
-        "unless-stopped" => RestartPolicy::UnlessStopped,
-        other => bail!("--restart {other}: use no, on-failure[:N], always or unless-stopped"),
-    };
-    c.max_restarts = max;
+    (c.restart, c.max_restarts) = parse_restart(&a.restart)?;
     if a.rm && c.restart != RestartPolicy::No {
         bail!("--restart and --rm conflict: a removed container cannot restart");
     }
@@ -1553,4 +1558,205 @@ pub fn attach(ctx: &Ctx, a: AttachArgs) -> Result<i32> {
         detach_keys: parse_detach_keys(&a.detach_keys)?,
     };
     stream_output(att, &fg)
+}
+
+#[derive(Args)]
+pub struct UpdateArgs {
+    #[arg(short, long)]
+    memory: Option<String>,
+    #[arg(long = "memory-swap")]
+    memory_swap: Option<String>,
+    #[arg(long)]
+    cpus: Option<f64>,
+    #[arg(short = 'c', long = "cpu-shares")]
+    cpu_shares: Option<u64>,
+    #[arg(long = "cpuset-cpus")]
+    cpuset_cpus: Option<String>,
+    #[arg(long = "pids-limit")]
+    pids_limit: Option<i64>,
+    /// Takes effect at the container's next start.
+    #[arg(long)]
+    restart: Option<String>,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+pub fn update(ctx: &Ctx, a: UpdateArgs) -> Result<i32> {
+    let change = hako_engine::ResourceUpdate {
+        memory: a.memory.as_deref().map(parse_bytes).transpose()?,
+        memory_swap: match a.memory_swap.as_deref() {
+            Some("-1") => Some(-1),
+            Some(s) => Some(parse_bytes(s)?),
+            None => None,
+        },
+        cpus: a.cpus,
+        cpu_shares: a.cpu_shares,
+        cpuset_cpus: a.cpuset_cpus.clone(),
+        pids_limit: a.pids_limit,
+        restart: a.restart.as_deref().map(parse_restart).transpose()?,
+    };
+    let mut e = engine(ctx)?;
+    each(&a.containers, |n| {
+        e.update(n, &change)?;
+        Ok(())
+    })
+}
+
+#[derive(Args)]
+pub struct StatsArgs {
+    /// Print one table and exit.
+    #[arg(long = "no-stream")]
+    no_stream: bool,
+    /// All containers (running ones by default).
+    #[arg(short, long)]
+    all: bool,
+    #[arg(long)]
+    format: Option<String>,
+    #[arg(long = "no-trunc")]
+    no_trunc: bool,
+    containers: Vec<String>,
+}
+
+/// One sample of a container's use.
+struct Sample {
+    cpu_ns: u64,
+    at: std::time::Instant,
+}
+
+fn host_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+/// Sizes as Docker's stats prints them: binary units.
+fn human_binary(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    #[allow(clippy::cast_precision_loss)]
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{v:.2}{}", UNITS[i])
+    }
+}
+
+pub fn stats(ctx: &Ctx, a: StatsArgs) -> Result<i32> {
+    let mut e = engine(ctx)?;
+    let names: Vec<String> = if a.containers.is_empty() {
+        e.list()?
+            .into_iter()
+            .filter(|c| a.all || matches!(c.status, Status::Running | Status::Paused))
+            .map(|c| c.id)
+            .collect()
+    } else {
+        a.containers.clone()
+    };
+    let mut last: std::collections::HashMap<String, Sample> = std::collections::HashMap::new();
+    // CPU use needs two samples: a first one now, the table after a moment.
+    for n in &names {
+        if let Ok((c, st)) = e.stats(n) {
+            last.insert(
+                c.id,
+                Sample {
+                    cpu_ns: st.cpu.usage.total,
+                    at: std::time::Instant::now(),
+                },
+            );
+        }
+    }
+    let host_mem = host_memory();
+    let tty = std::io::stdout().is_terminal();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let mut rows = Vec::new();
+        for n in &names {
+            let (c, st) = match e.stats(n) {
+                Ok(x) => x,
+                Err(err) if !a.containers.is_empty() => return Err(err.into()),
+                Err(_) => continue,
+            };
+            let now = Sample {
+                cpu_ns: st.cpu.usage.total,
+                at: std::time::Instant::now(),
+            };
+            #[allow(clippy::cast_precision_loss)]
+            let cpu = last.get(&c.id).map_or(0.0, |p| {
+                let wall = now.at.duration_since(p.at).as_nanos() as f64;
+                if wall > 0.0 {
+                    now.cpu_ns.saturating_sub(p.cpu_ns) as f64 / wall * 100.0
+                } else {
+                    0.0
+                }
+            });
+            last.insert(c.id.clone(), now);
+            // As Docker: the page cache that could be dropped is not use.
+            let inactive = st
+                .memory
+                .raw
+                .get("total_inactive_file")
+                .or_else(|| st.memory.raw.get("inactive_file"))
+                .copied()
+                .unwrap_or(0);
+            let used = st.memory.usage.usage.saturating_sub(inactive);
+            let limit = match st.memory.usage.limit {
+                0 => host_mem,
+                l if l > host_mem && host_mem > 0 => host_mem,
+                l => l,
+            };
+            #[allow(clippy::cast_precision_loss)]
+            let mem_pct = if limit > 0 {
+                used as f64 / limit as f64 * 100.0
+            } else {
+                0.0
+            };
+            let (mut read, mut write) = (0u64, 0u64);
+            for b in &st.blkio.io_service_bytes_recursive {
+                match b.op.to_ascii_lowercase().as_str() {
+                    "read" => read += b.value,
+                    "write" => write += b.value,
+                    _ => {}
+                }
+            }
+            rows.push(json!({
+                "ID": if a.no_trunc { c.id.clone() } else { c.short_id().to_string() },
+                "Container": if a.no_trunc { c.id.clone() } else { c.short_id().to_string() },
+                "Name": c.name,
+                "CPUPerc": format!("{cpu:.2}%"),
+                "MemUsage": format!("{} / {}", human_binary(used), human_binary(limit)),
+                "MemPerc": format!("{mem_pct:.2}%"),
+                "NetIO": "0B / 0B",
+                "BlockIO": format!("{} / {}", format::human_size(read), format::human_size(write)),
+                "PIDs": st.pids.current.to_string(),
+            }));
+        }
+        if tty && !a.no_stream {
+            print!("\x1b[2J\x1b[H");
+        }
+        let default = "table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.NetIO}}\t{{.BlockIO}}\t{{.PIDs}}";
+        format::print_rows(&rows, a.format.as_deref(), default, &|f| match f {
+            "ID" | "Container" => "CONTAINER ID".into(),
+            "CPUPerc" => "CPU %".into(),
+            "MemUsage" => "MEM USAGE / LIMIT".into(),
+            "MemPerc" => "MEM %".into(),
+            "NetIO" => "NET I/O".into(),
+            "BlockIO" => "BLOCK I/O".into(),
+            other => other.to_ascii_uppercase(),
+        })?;
+        if a.no_stream {
+            return Ok(0);
+        }
+        std::io::stdout().flush()?;
+    }
 }

@@ -112,6 +112,12 @@ enum Command {
     /// Run a command in a running container.
     #[command(after_help = "Examples:\n  hako exec web ls /\n  hako exec -it web sh")]
     Exec(containers::ExecArgs),
+    /// Live resource use of containers.
+    #[command(after_help = "Examples:\n  hako stats\n  hako stats --no-stream web")]
+    Stats(containers::StatsArgs),
+    /// Change the resource limits of containers.
+    #[command(after_help = "Example:\n  hako update --memory 256m --cpus 0.5 web")]
+    Update(containers::UpdateArgs),
     /// Attach to a running container's output (and stdin).
     #[command(after_help = "Example:\n  hako attach web   (detach with ctrl-p ctrl-q)")]
     Attach(containers::AttachArgs),
@@ -185,6 +191,8 @@ enum ContainerCommand {
     Exec(containers::ExecArgs),
     Inspect(containers::InspectArgs),
     Attach(containers::AttachArgs),
+    Stats(containers::StatsArgs),
+    Update(containers::UpdateArgs),
     Rename(containers::RenameArgs),
     Pause(containers::PauseArgs),
     Unpause(containers::PauseArgs),
@@ -267,6 +275,12 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Container(ContainerCommand::Inspect(a)) => containers::inspect(&ctx, a),
         Command::Attach(a) | Command::Container(ContainerCommand::Attach(a)) => {
             containers::attach(&ctx, a)
+        }
+        Command::Stats(a) | Command::Container(ContainerCommand::Stats(a)) => {
+            containers::stats(&ctx, a)
+        }
+        Command::Update(a) | Command::Container(ContainerCommand::Update(a)) => {
+            containers::update(&ctx, a)
         }
         Command::Rename(a) | Command::Container(ContainerCommand::Rename(a)) => {
             containers::rename(&ctx, a)

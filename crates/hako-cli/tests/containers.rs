@@ -771,3 +771,52 @@ fn run_killed_at_every_step_is_repaired() {
     }
     s.finish();
 }
+
+/// `stats` reads the container's cgroup; `update` changes its limits live
+/// and for the next start; limits given at run are in place.
+#[test]
+fn stats_and_update_limits() {
+    let s = Setup::new();
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "busy",
+        "-m",
+        "64m",
+        "--pids-limit",
+        "20",
+        &s.image,
+        "sh",
+        "-c",
+        "while true; do :; done",
+    ]);
+    let row = s.ok(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Name}} {{.CPUPerc}} {{.MemUsage}} {{.PIDs}}",
+        "busy",
+    ]);
+    let f: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(f[0], "busy", "{row}");
+    let cpu: f64 = f[1].trim_end_matches('%').parse().unwrap();
+    assert!(cpu > 10.0, "a busy loop uses CPU: {row}");
+    assert_eq!(f[4], "64.00MiB", "{row}");
+    assert_eq!(f[5], "1", "{row}");
+    s.ok(&["update", "--memory", "128m", "--pids-limit", "50", "busy"]);
+    let row = s.ok(&["stats", "--no-stream", "--format", "{{.MemUsage}}", "busy"]);
+    assert!(row.trim().ends_with("/ 128.00MiB"), "{row}");
+    // Seen from inside too (cgroup v1 or v2, whichever this host has).
+    let limit = s.ok(&[
+        "exec",
+        "busy",
+        "sh",
+        "-c",
+        "cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max",
+    ]);
+    assert_eq!(limit.trim(), "50");
+    assert_eq!(s.inspect("busy")["HostConfig"]["Memory"], 134_217_728);
+    s.ok(&["rm", "-f", "busy"]);
+    s.finish();
+}

@@ -186,6 +186,18 @@ impl Db {
         Ok(())
     }
 
+    /// Replaces a container's configuration (`update`).
+    pub fn update_config(&mut self, c: &Container) -> Result<()> {
+        let config = serde_json::to_string(&c.config).map_err(|e| Error::Corrupt(e.to_string()))?;
+        self.conn
+            .execute(
+                "UPDATE containers SET config = ?2 WHERE id = ?1",
+                params![c.id, config],
+            )
+            .map_err(Error::sql)?;
+        Ok(())
+    }
+
     pub fn delete(&mut self, id: &str) -> Result<()> {
         self.conn
             .execute("DELETE FROM containers WHERE id = ?1", [id])

@@ -146,6 +146,18 @@ pub struct ContainerConfig {
     pub devices: Vec<DeviceSpec>,
 }
 
+/// What `update` changes; `None` keeps the current value.
+#[derive(Clone, Debug, Default)]
+pub struct ResourceUpdate {
+    pub memory: Option<i64>,
+    pub memory_swap: Option<i64>,
+    pub cpus: Option<f64>,
+    pub cpu_shares: Option<u64>,
+    pub cpuset_cpus: Option<String>,
+    pub pids_limit: Option<i64>,
+    pub restart: Option<(RestartPolicy, u32)>,
+}
+
 /// `--security-opt seccomp=…`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -1288,6 +1300,90 @@ impl Engine {
             hako_runtime::container::resume(&root, &c.id)?;
         }
         self.get(&c.id)
+    }
+
+    /// Resource use of a running container, from its cgroup.
+    pub fn stats(&mut self, what: &str) -> Result<(Container, hako_cgroups::Stats)> {
+        let c = self.get(what)?;
+        if !matches!(c.status, Status::Running | Status::Paused) {
+            return Err(Error::Conflict(format!(
+                "container {} is not running",
+                c.name
+            )));
+        }
+        if c.config.runtime.is_some() {
+            return Err(Error::Invalid(
+                "stats of a container of an external runtime are not supported".into(),
+            ));
+        }
+        let (_, stats) = hako_runtime::container::stats(&self.runtime_root(&c), &c.id)?;
+        Ok((c, stats))
+    }
+
+    /// `update`: new limits, applied to the running container's cgroup
+    /// and kept for its next start.
+    pub fn update(&mut self, what: &str, change: &ResourceUpdate) -> Result<Container> {
+        let found = self.db.lookup(what)?;
+        let _lock = self.lock(&found.id)?;
+        let Some(mut c) = self.refresh(self.db.lookup(&found.id)?)? else {
+            return Err(Error::NotFound(format!("no such container: {what}")));
+        };
+        if let Some(m) = change.memory {
+            c.config.memory = Some(m);
+        }
+        if let Some(m) = change.memory_swap {
+            c.config.memory_swap = Some(m);
+        }
+        if let Some(x) = change.cpus {
+            c.config.cpus = Some(x);
+        }
+        if let Some(x) = change.cpu_shares {
+            c.config.cpu_shares = Some(x);
+        }
+        if let Some(x) = &change.cpuset_cpus {
+            c.config.cpuset_cpus = Some(x.clone());
+        }
+        if let Some(x) = change.pids_limit {
+            c.config.pids_limit = Some(x);
+        }
+        if let Some((policy, max)) = &change.restart {
+            if c.config.auto_remove && *policy != RestartPolicy::No {
+                return Err(Error::Invalid(
+                    "a container made with --rm cannot get a restart policy".into(),
+                ));
+            }
+            c.config.restart = policy.clone();
+            c.config.max_restarts = *max;
+        }
+        if matches!(c.status, Status::Running | Status::Paused) {
+            if c.config.runtime.is_some() {
+                return Err(Error::Invalid(
+                    "update of a running container of an external runtime is not supported".into(),
+                ));
+            }
+            let user = rootfs::User::default();
+            let spec = spec::generate(
+                &c.config,
+                &c.id,
+                Path::new("/"),
+                &["true".into()],
+                Vec::new(),
+                "/",
+                &user,
+                Path::new("/"),
+            )?;
+            let mut wanted = spec["linux"]["resources"].clone();
+            // The device rules stay as they are: rewriting them would
+            // deny every device for a moment to the running container.
+            if let Some(o) = wanted.as_object_mut() {
+                o.remove("devices");
+            }
+            let resources: oci_spec::runtime::LinuxResources = serde_json::from_value(wanted)
+                .map_err(|e| Error::Invalid(format!("resources: {e}")))?;
+            hako_runtime::container::update(&self.runtime_root(&c), &c.id, &resources)?;
+        }
+        self.db.update_config(&c)?;
+        Ok(c)
     }
 
     /// The spec a running container was started with.
