@@ -1256,10 +1256,10 @@ impl Engine {
         let mut buf = Vec::new();
         while let Ok(Some(_)) = hako_monitor::read_frame(&mut stream, &mut buf) {}
         // The stream ends before the monitor does: wait for its process.
-        if let Some(pid) = socket_peer_pid(stream.get_ref()) {
-            if let Some(start) = process_start(pid) {
-                wait_process_exit(pid, start);
-            }
+        if let Some(pid) = socket_peer_pid(stream.get_ref())
+            && let Some(start) = process_start(pid)
+        {
+            wait_process_exit(pid, start);
         }
     }
 
