@@ -28,7 +28,7 @@ impl std::fmt::Display for ExitError {
 
 impl std::error::Error for ExitError {}
 
-fn engine(ctx: &Ctx) -> Result<Engine> {
+pub(crate) fn engine(ctx: &Ctx) -> Result<Engine> {
     let exe = std::env::current_exe().context("find the hako binary")?;
     Engine::open(&ctx.root, &ctx.runroot, &exe).with_context(|| {
         format!(

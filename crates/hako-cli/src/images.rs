@@ -670,7 +670,7 @@ pub struct ImportArgs {
 
 /// `--change` instructions that `import` applies to the config
 /// (CMD, ENTRYPOINT, ENV, WORKDIR, USER, LABEL, EXPOSE).
-fn apply_changes(changes: &[String]) -> Result<Option<Value>> {
+pub(crate) fn apply_changes(changes: &[String]) -> Result<Option<Value>> {
     if changes.is_empty() {
         return Ok(None);
     }
