@@ -984,13 +984,21 @@ impl Engine {
                 }
                 let path = comps.join("/");
                 let kind = if in_lowers(&lowers, &comps) { 'C' } else { 'A' };
-                out.push(Change {
+                let mut change = Change {
                     kind,
                     path: format!("/{path}"),
-                });
+                };
+                // A mount point the runtime made, still empty: not the
+                // container's doing (Docker keeps these in an init layer).
+                let empty = e.header().entry_type().is_dir() || e.size() == 0;
+                if kind == 'A' && empty && MOUNT_POINTS.contains(&change.path.as_str()) {
+                    change.kind = 'm';
+                }
+                out.push(change);
             }
             Ok(out)
         })?;
+        hide_mount_points(&mut changes);
         changes.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(changes)
     }
@@ -1034,6 +1042,11 @@ impl Engine {
         if let Some(a) = &opts.author {
             config.author = Some(a.clone());
         }
+        // Docker keeps the message in the config too (`Comment` of inspect).
+        match opts.message.as_ref().filter(|m| !m.is_empty()) {
+            Some(m) => config.other.insert("comment".into(), serde_json::json!(m)),
+            None => config.other.remove("comment"),
+        };
         if let Some(ch) = &opts.changes {
             config.config = Some(apply_config_changes(config.config.take(), ch));
         }
@@ -1074,6 +1087,51 @@ impl Engine {
             &opts.names,
         )?)
     }
+}
+
+/// Where the runtime makes mount points in a container's root when the
+/// image has none: `diff` does not list them while they are empty.
+const MOUNT_POINTS: &[&str] = &[
+    "/etc/hosts",
+    "/etc/resolv.conf",
+    "/etc/hostname",
+    "/proc",
+    "/sys",
+    "/dev",
+    "/dev/pts",
+    "/dev/shm",
+    "/dev/mqueue",
+];
+
+/// Drops the mount points marked `m` (a directory one only if nothing
+/// else changed below it), and the directories listed as changed only
+/// because they hold them.
+fn hide_mount_points(changes: &mut Vec<Change>) {
+    fn below(dir: &str, path: &str) -> bool {
+        path.len() > dir.len() && path.starts_with(dir) && path.as_bytes()[dir.len()] == b'/'
+    }
+    let real: Vec<String> = changes
+        .iter()
+        .filter(|c| c.kind != 'm')
+        .map(|c| c.path.clone())
+        .collect();
+    for c in changes.iter_mut().filter(|c| c.kind == 'm') {
+        if real.iter().any(|r| below(&c.path, r)) {
+            c.kind = 'A';
+        }
+    }
+    let all = changes.clone();
+    let holds_only_hidden = |dir: &str| {
+        let mut hidden = false;
+        for c in all.iter().filter(|c| below(dir, &c.path)) {
+            if c.kind != 'm' {
+                return false;
+            }
+            hidden = true;
+        }
+        hidden
+    };
+    changes.retain(|c| c.kind != 'm' && !(c.kind == 'C' && holds_only_hidden(&c.path)));
 }
 
 /// The command as one line, words with spaces quoted.
@@ -1137,6 +1195,25 @@ mod tests {
         let out = apply_config_changes(Some(base), &ch);
         assert_eq!(out["Env"], serde_json::json!(["PATH=/bin", "A=2", "B=3"]));
         assert_eq!(out["Cmd"], serde_json::json!(["cat", "/x"]));
+    }
+
+    #[test]
+    fn mount_points_hidden() {
+        let ch = |kind, path: &str| Change {
+            kind,
+            path: path.into(),
+        };
+        let mut v = vec![
+            ch('C', "/etc"),
+            ch('m', "/etc/hosts"),
+            ch('C', "/tmp"),
+            ch('A', "/tmp/x"),
+            ch('m', "/dev"),
+            ch('A', "/dev/mine"),
+        ];
+        hide_mount_points(&mut v);
+        let got: Vec<String> = v.iter().map(|c| format!("{} {}", c.kind, c.path)).collect();
+        assert_eq!(got, ["C /tmp", "A /tmp/x", "A /dev", "A /dev/mine"]);
     }
 
     #[test]
