@@ -724,7 +724,7 @@ pub(crate) fn apply_changes(changes: &[String]) -> Result<Option<Value>> {
                 }
             }
             other => bail!(
-                "--change {other}: import takes CMD, ENTRYPOINT, ENV, WORKDIR, USER, LABEL or EXPOSE"
+                "--change {other}: only CMD, ENTRYPOINT, ENV, WORKDIR, USER, LABEL and EXPOSE can be changed"
             ),
         }
     }

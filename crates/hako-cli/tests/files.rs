@@ -538,6 +538,15 @@ fn commit_makes_an_image_that_runs() {
         "nobody\n"
     );
 
+    assert_eq!(img[0]["RootFS"]["Layers"].as_array().unwrap().len(), 2);
+    // No changes but the runtime's mount points: no layer, as in Docker.
+    s.ok(&["run", "--name", "same", &s.image, "true"]);
+    s.ok(&["commit", "same", "made:same"]);
+    let same: serde_json::Value =
+        serde_json::from_str(&s.ok(&["image", "inspect", "made:same"])).unwrap();
+    assert_eq!(same[0]["RootFS"]["Layers"].as_array().unwrap().len(), 1);
+    assert_eq!(s.ok(&["run", "--rm", "made:same", "echo", "ok"]), "ok\n");
+
     // A running container: paused during the commit, running after.
     s.running("live", "echo running > /state");
     s.ok(&["commit", "live", "made:live"]);

@@ -1030,12 +1030,43 @@ impl Engine {
     fn commit_changes(&mut self, c: &crate::Container, opts: &CommitOptions) -> Result<Digest> {
         let store = self.store()?;
         let image = store.resolve(&c.image_id)?;
-        let (layer, bytes) = {
+        let lowers: Vec<PathBuf> = image
+            .chain_ids()
+            .iter()
+            .rev()
+            .map(|l| store.layer_dir(l).join("diff"))
+            .collect();
+        let (layer, _) = {
             let store = store.clone();
-            self.with_diff(&c.id, move |r| Ok(archive::add_layer(&store, r)?))?
+            self.with_diff(&c.id, move |r| {
+                // The runtime's mount points are left out of the layer, as
+                // Docker leaves its init layer out.
+                let (pr, pw) = io::pipe().map_err(|e| Error::io("make a pipe", e))?;
+                std::thread::scope(|s| {
+                    let t = s.spawn(move || {
+                        without_mount_points(r, pw, |name| {
+                            MOUNT_POINTS.contains(&format!("/{name}").as_str())
+                                && !in_lowers(
+                                    &lowers,
+                                    &components(name)
+                                        .iter()
+                                        .map(|c| c.to_string())
+                                        .collect::<Vec<_>>(),
+                                )
+                        })
+                    });
+                    let res = archive::add_layer(&store, pr);
+                    let filtered = t
+                        .join()
+                        .unwrap_or_else(|_| Err(io::Error::other("the filter thread panicked")));
+                    let layer = res?;
+                    filtered.map_err(|e| Error::io("read the container's changes", e))?;
+                    Ok(layer)
+                })
+            })?
         };
         // Two zero blocks and nothing else: an empty tar.
-        let empty = bytes <= 1024;
+        let empty = layer.size <= 1024;
         let now = crate::now();
         let mut config = image.config.clone();
         config.created = Some(now.clone());
@@ -1134,6 +1165,138 @@ fn hide_mount_points(changes: &mut Vec<Change>) {
     changes.retain(|c| c.kind != 'm' && !(c.kind == 'C' && holds_only_hidden(&c.path)));
 }
 
+/// Copies a layer tar, leaving out empty regular files whose name
+/// `skip` picks. Works on the raw blocks, so that everything else (PAX
+/// records, xattrs, long names) goes through byte for byte.
+fn without_mount_points(
+    mut input: impl Read,
+    mut out: impl Write,
+    skip: impl Fn(&str) -> bool,
+) -> io::Result<()> {
+    // A directory entry (`etc/`) waits until what follows shows whether it
+    // holds anything but skipped files: then it goes too (it is only in
+    // the layer because they were made in it).
+    let mut held: Option<(String, Vec<u8>, bool)> = None;
+    fn octal(field: &[u8]) -> io::Result<u64> {
+        if field.first().is_some_and(|b| b & 0x80 != 0) {
+            // Base-256, for sizes beyond the octal field.
+            let mut v: u64 = 0;
+            for b in &field[1..] {
+                v = (v << 8) | u64::from(*b);
+            }
+            return Ok(v);
+        }
+        let text: String = field
+            .iter()
+            .take_while(|b| **b != 0 && **b != b' ')
+            .map(|b| char::from(*b))
+            .collect();
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(0);
+        }
+        u64::from_str_radix(text, 8).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a tar header's size is not octal",
+            )
+        })
+    }
+    /// The `size` of PAX records, if they hold one.
+    fn pax_size(data: &[u8]) -> Option<u64> {
+        let text = String::from_utf8_lossy(data);
+        text.lines()
+            .filter_map(|l| l.split_once(' ').map(|(_, kv)| kv))
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == "size")
+            .and_then(|(_, v)| v.parse().ok())
+    }
+    let mut pending: Vec<u8> = Vec::new();
+    let mut pax: Option<u64> = None;
+    let mut block = [0u8; 512];
+    loop {
+        match input.read_exact(&mut block) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                if let Some((_, bytes, false)) = held.take() {
+                    out.write_all(&bytes)?;
+                }
+                out.write_all(&pending)?;
+                return out.flush();
+            }
+            Err(e) => return Err(e),
+        }
+        if block.iter().all(|b| *b == 0) {
+            // The end: the rest goes as it is.
+            if let Some((_, bytes, false)) = held.take() {
+                out.write_all(&bytes)?;
+            }
+            out.write_all(&pending)?;
+            out.write_all(&block)?;
+            io::copy(&mut input, &mut out)?;
+            return out.flush();
+        }
+        let kind = block[156];
+        let mut size = octal(&block[124..136])?;
+        let padded = |n: u64| n.div_ceil(512) * 512;
+        if matches!(kind, b'x' | b'g' | b'L' | b'K') {
+            // An extension for the next entry: kept with it.
+            if size > 1 << 20 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a tar extension header is too large",
+                ));
+            }
+            let mut data = vec![0u8; usize::try_from(padded(size)).unwrap_or(0)];
+            input.read_exact(&mut data)?;
+            if kind == b'x' {
+                let n = usize::try_from(size).unwrap_or(0).min(data.len());
+                pax = pax_size(&data[..n]).or(pax);
+            }
+            pending.extend_from_slice(&block);
+            pending.extend_from_slice(&data);
+            continue;
+        }
+        if let Some(n) = pax.take() {
+            size = n;
+        }
+        let name_of = |f: &[u8]| -> String {
+            String::from_utf8_lossy(f.split(|b| *b == 0).next().unwrap_or(&[])).into_owned()
+        };
+        let name = name_of(&block[..100]);
+        let prefix = name_of(&block[345..500]);
+        let simple = pending.is_empty() && prefix.is_empty() && size == 0;
+        let name = name.trim_start_matches("./").to_string();
+        let drop = simple && matches!(kind, b'0' | 0) && skip(&name);
+        if drop {
+            if let Some(h) = held.as_mut().filter(|h| name.starts_with(&h.0)) {
+                h.2 = true;
+            }
+            pending.clear();
+            continue;
+        }
+        if let Some((dir, bytes, dropped)) = held.take()
+            && (name.starts_with(&dir) || !dropped)
+        {
+            out.write_all(&bytes)?;
+        }
+        if simple && kind == b'5' && name == "etc/" {
+            held = Some((name, block.to_vec(), false));
+            continue;
+        }
+        out.write_all(&pending)?;
+        out.write_all(&block)?;
+        let n = io::copy(&mut (&mut input).take(padded(size)), &mut out)?;
+        if n != padded(size) {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the tar is truncated",
+            ));
+        }
+        pending.clear();
+    }
+}
+
 /// The command as one line, words with spaces quoted.
 fn shell_words(cmd: &[String]) -> String {
     cmd.iter()
@@ -1185,6 +1348,7 @@ fn in_lowers(lowers: &[PathBuf], comps: &[String]) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -1214,6 +1378,73 @@ mod tests {
         hide_mount_points(&mut v);
         let got: Vec<String> = v.iter().map(|c| format!("{} {}", c.kind, c.path)).collect();
         assert_eq!(got, ["C /tmp", "A /tmp/x", "A /dev", "A /dev/mine"]);
+    }
+
+    #[test]
+    fn mount_point_files_left_out_of_a_layer() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut add = |name: &str, data: &[u8], kind: tar::EntryType| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            b.append_data(&mut h, name, data).unwrap();
+        };
+        add("etc/", b"", tar::EntryType::Directory);
+        add("etc/hosts", b"", tar::EntryType::Regular);
+        add("etc/keep", b"kept\n", tar::EntryType::Regular);
+        add(
+            &format!("etc/{}", "l".repeat(150)),
+            b"long\n",
+            tar::EntryType::Regular,
+        );
+        add("etc/resolv.conf", b"not empty\n", tar::EntryType::Regular);
+        let input = b.into_inner().unwrap();
+        // Only mount points in etc/: etc/ goes too; tmp/ stays.
+        let mut b2 = tar::Builder::new(Vec::new());
+        for (name, kind) in [
+            ("etc/", tar::EntryType::Directory),
+            ("etc/hosts", tar::EntryType::Regular),
+            ("tmp/", tar::EntryType::Directory),
+        ] {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(kind);
+            h.set_size(0);
+            h.set_mode(0o755);
+            b2.append_data(&mut h, name, &b""[..]).unwrap();
+        }
+        let mut out2 = Vec::new();
+        without_mount_points(&b2.into_inner().unwrap()[..], &mut out2, |n| {
+            n == "etc/hosts"
+        })
+        .unwrap();
+        let mut a2 = tar::Archive::new(&out2[..]);
+        let names2: Vec<String> = a2
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names2, vec!["tmp/".to_string()]);
+        let mut out = Vec::new();
+        without_mount_points(&input[..], &mut out, |n| {
+            n == "etc/hosts" || n == "etc/resolv.conf"
+        })
+        .unwrap();
+        let mut a = tar::Archive::new(&out[..]);
+        let names: Vec<String> = a
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                "etc/".to_string(),
+                "etc/keep".into(),
+                format!("etc/{}", "l".repeat(150)),
+                "etc/resolv.conf".into()
+            ]
+        );
     }
 
     #[test]
