@@ -284,6 +284,16 @@ fn cp_files_and_directories_both_ways() {
         "from a tar\n"
     );
 
+    // A read-only root filesystem takes no copies, running or not.
+    s.ok(&["create", "--name", "ro", "--read-only", &s.image, "true"]);
+    let err = s.fails(&["cp", h.join("up").to_str().unwrap(), "ro:/tmp/"]);
+    assert!(err.contains("read-only"), "{err}");
+    s.ok(&[
+        "cp",
+        "ro:/etc/passwd",
+        h.join("ro-passwd").to_str().unwrap(),
+    ]);
+
     // A stopped container: its filesystem is mounted for the copy only.
     s.ok(&["stop", "-t", "0", "c1"]);
     s.ok(&[

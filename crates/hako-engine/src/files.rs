@@ -792,11 +792,13 @@ impl Engine {
     /// is seen as its processes see it (`/proc/PID/root`, with its
     /// mounts) when `live`; else its root filesystem, mounted for the
     /// length of `f` if it is stopped. The container's lock is held, so
-    /// it cannot start or be cleaned up meanwhile.
+    /// it cannot start or be cleaned up meanwhile. `write`: refused for a
+    /// container with a read-only root filesystem, as Docker refuses it.
     fn with_rootfs<T>(
         &mut self,
         what: &str,
         live: bool,
+        write: bool,
         f: impl FnOnce(&Tree) -> Result<T>,
     ) -> Result<T> {
         let c = self.get(what)?;
@@ -808,6 +810,12 @@ impl Engine {
         if c.status == Status::Removing {
             return Err(Error::Conflict(format!(
                 "container {} is being removed",
+                c.name
+            )));
+        }
+        if write && c.config.read_only {
+            return Err(Error::Conflict(format!(
+                "container {}: its root filesystem is marked read-only",
                 c.name
             )));
         }
@@ -843,12 +851,16 @@ impl Engine {
             (CopyEnd::Container { container, path }, CopyEnd::Host(dst)) => {
                 let dst = host_path(dst)?;
                 let host = Tree::open(Path::new("/"), "the host")?;
-                self.with_rootfs(container, true, |t| copy_between(t, path, &host, &dst, opts))
+                self.with_rootfs(container, true, false, |t| {
+                    copy_between(t, path, &host, &dst, opts)
+                })
             }
             (CopyEnd::Host(src), CopyEnd::Container { container, path }) => {
                 let src = host_path(src)?;
                 let host = Tree::open(Path::new("/"), "the host")?;
-                self.with_rootfs(container, true, |t| copy_between(&host, &src, t, path, opts))
+                self.with_rootfs(container, true, true, |t| {
+                    copy_between(&host, &src, t, path, opts)
+                })
             }
             _ => Err(Error::Invalid(
                 "copying between containers or between host paths is not supported; one side must be CONTAINER:PATH".into(),
@@ -864,7 +876,7 @@ impl Engine {
         opts: CopyOptions,
         out: impl Write,
     ) -> Result<()> {
-        self.with_rootfs(container, true, |t| {
+        self.with_rootfs(container, true, false, |t| {
             let src = t.source(path, opts.follow_link)?;
             let top = (!src.contents && !src.base.is_empty()).then(|| src.base.clone());
             t.archive(&src, top.as_deref(), out)
@@ -879,7 +891,7 @@ impl Engine {
         opts: CopyOptions,
         input: impl Read,
     ) -> Result<()> {
-        self.with_rootfs(container, true, |t| {
+        self.with_rootfs(container, true, true, |t| {
             let dir = match t.subtree(path) {
                 Ok(d) => d,
                 Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOTDIR) => {
@@ -896,7 +908,7 @@ impl Engine {
 
     /// `export`: the container's whole filesystem as a tar.
     pub fn export(&mut self, what: &str, out: impl Write) -> Result<()> {
-        self.with_rootfs(what, false, |t| {
+        self.with_rootfs(what, false, false, |t| {
             let src = t.source("/", false)?;
             t.archive(&src, None, out)
         })
