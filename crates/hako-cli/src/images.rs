@@ -674,7 +674,7 @@ pub struct ImportArgs {
 
 /// `--change` instructions that `import` applies to the config
 /// (CMD, ENTRYPOINT, ENV, WORKDIR, USER, LABEL, EXPOSE).
-fn apply_changes(changes: &[String]) -> Result<Option<Value>> {
+pub(crate) fn apply_changes(changes: &[String]) -> Result<Option<Value>> {
     if changes.is_empty() {
         return Ok(None);
     }
@@ -728,7 +728,7 @@ fn apply_changes(changes: &[String]) -> Result<Option<Value>> {
                 }
             }
             other => bail!(
-                "--change {other}: import takes CMD, ENTRYPOINT, ENV, WORKDIR, USER, LABEL or EXPOSE"
+                "--change {other}: only CMD, ENTRYPOINT, ENV, WORKDIR, USER, LABEL and EXPOSE can be changed"
             ),
         }
     }

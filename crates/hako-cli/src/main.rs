@@ -4,6 +4,7 @@
 
 mod config;
 mod containers;
+mod files;
 mod format;
 mod images;
 mod progress;
@@ -131,6 +132,21 @@ enum Command {
     Top(containers::TopArgs),
     /// Show a container's published ports.
     Port(PortArgs),
+    /// Copy files between a container and the host.
+    #[command(
+        after_help = "Examples:\n  hako cp web:/etc/hosts .\n  hako cp ./site/. web:/var/www/\n  hako cp web:/var/log - | tar -t"
+    )]
+    Cp(files::CpArgs),
+    /// Show what a container changed in its filesystem (A, C, D).
+    Diff(files::DiffArgs),
+    /// Write a container's filesystem as a tar.
+    #[command(after_help = "Example:\n  hako export -o web.tar web")]
+    Export(files::ExportArgs),
+    /// Make an image of a container's changes.
+    #[command(
+        after_help = "Example:\n  hako commit -m 'add config' -c 'CMD [\"httpd\", \"-f\"]' web app:v2"
+    )]
+    Commit(files::CommitArgs),
     /// Manage containers.
     #[command(subcommand)]
     Container(ContainerCommand),
@@ -200,6 +216,10 @@ enum ContainerCommand {
     Port(PortArgs),
     /// Remove every stopped container.
     Prune(containers::PruneArgs),
+    Cp(files::CpArgs),
+    Diff(files::DiffArgs),
+    Export(files::ExportArgs),
+    Commit(files::CommitArgs),
     /// Release what an ended container holds (run by its monitor).
     #[command(hide = true)]
     Cleanup(containers::CleanupArgs),
@@ -303,6 +323,14 @@ fn run(cli: Cli) -> Result<i32> {
             // A closed pipe (`| head`) is the reader's choice, not an error.
             let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
             Ok(0)
+        }
+        Command::Cp(a) | Command::Container(ContainerCommand::Cp(a)) => files::cp(&ctx, a),
+        Command::Diff(a) | Command::Container(ContainerCommand::Diff(a)) => files::diff(&ctx, a),
+        Command::Export(a) | Command::Container(ContainerCommand::Export(a)) => {
+            files::export(&ctx, a)
+        }
+        Command::Commit(a) | Command::Container(ContainerCommand::Commit(a)) => {
+            files::commit(&ctx, a)
         }
         Command::Container(ContainerCommand::Cleanup(a)) => containers::cleanup(&ctx, a),
         Command::Login(a) => images::login(&ctx, a),

@@ -9,6 +9,7 @@
 
 pub mod db;
 pub mod error;
+pub mod files;
 pub mod rootfs;
 pub mod spec;
 pub mod volumes;
