@@ -593,6 +593,11 @@ impl Engine {
             )));
         }
         spec::capabilities(&config)?;
+        if config.tty && config.runtime.is_some() {
+            return Err(Error::Invalid(
+                "-t with --runtime is not supported yet (an external runtime's console socket is not wired up); drop one of them".into(),
+            ));
+        }
         self.plan_volumes(&mut config.mounts, &image_volumes)?;
         let c = Container {
             id: id.clone(),
