@@ -671,7 +671,9 @@ impl Engine {
             let store = self.store()?;
             let snap = store.snapshot(&c.id)?;
             hako_image::snapshot::unmount(&rootfs)?;
-            snap.mount(&store, &rootfs)?;
+            // A container removed when it exits keeps nothing: its
+            // overlay need not sync (its unmount then costs nothing).
+            snap.mount_with(&store, &rootfs, c.config.auto_remove)?;
         }
         let res = (|| -> Result<()> {
             let user = rootfs::resolve_user(&rootfs, &c.config.user, &c.config.group_add)?;
@@ -987,6 +989,20 @@ impl Engine {
     /// After an attached start with `cleanup`: waits for the monitor to
     /// end, then releases (and for `--rm` removes) the container.
     pub fn finish(&mut self, c: &Container) -> Result<()> {
+        // The program has exited: its root filesystem can go while the
+        // monitor still releases the runtime state (both take a moment;
+        // side by side, the two cores share them). The record follows
+        // once the monitor is gone.
+        if c.config.restart == RestartPolicy::No {
+            self.release(c);
+            if c.config.auto_remove
+                && c.config.rootfs.is_none()
+                && let Ok(store) = self.store()
+            {
+                let _ = store.remove_snapshot(&c.id);
+            }
+            hako_runtime::trace::mark("engine: rootfs released");
+        }
         wait_process_exit(c.monitor_pid, c.monitor_start);
         hako_runtime::trace::mark("engine: monitor ended");
         self.cleanup(&c.id, None)

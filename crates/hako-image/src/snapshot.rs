@@ -55,7 +55,13 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
-fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<()> {
+fn mount_overlay(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+    volatile: bool,
+) -> Result<()> {
     let lowerdir = lowers
         .iter()
         .map(|p| p.display().to_string())
@@ -75,6 +81,28 @@ fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -
             .exists()
         {
             options.push_str(&format!(",{feature}=off"));
+        }
+    }
+    if volatile {
+        // A volatile overlay never syncs its upper dir (not on fsync, not
+        // at unmount, which otherwise costs a millisecond or more). After
+        // a crash the kernel refuses to mount it again until its marker
+        // goes: the caller's data there is disposable by its own choice.
+        let _ = fs::remove_dir_all(work.join("work").join("incompat"));
+        let _ = fs::remove_dir_all(work.join("incompat"));
+        let mut with = options.clone();
+        with.push_str(",volatile");
+        let done = nix::mount::mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(with.as_str()),
+        );
+        // A kernel without the option (before 5.10) says EINVAL: mount
+        // it the durable way.
+        if done.is_ok() {
+            return Ok(());
         }
     }
     if options.len() > MAX_OPTIONS {
@@ -131,6 +159,7 @@ pub fn detect(dir: &Path) -> Snapshotter {
                 &probe.join("upper"),
                 &probe.join("work"),
                 &probe.join("merged"),
+                false,
             )?;
             unmount(&probe.join("merged"))
         })()
@@ -282,6 +311,13 @@ impl Snapshot {
     /// Mounts the snapshot's tree on `target` (an overlay, or a bind
     /// mount of the private copy).
     pub fn mount(&self, store: &Store, target: &Path) -> Result<()> {
+        self.mount_with(store, target, false)
+    }
+
+    /// [`Snapshot::mount`]; with `volatile`, an overlay whose changes are
+    /// not meant to outlive a crash (a container removed when it exits):
+    /// writes are never synced, which makes unmounting it cheap.
+    pub fn mount_with(&self, store: &Store, target: &Path, volatile: bool) -> Result<()> {
         match self.record.snapshotter {
             Snapshotter::Overlay => {
                 let mut lowers: Vec<PathBuf> = self
@@ -302,6 +338,7 @@ impl Snapshot {
                     &self.dir.join("upper"),
                     &self.dir.join("work"),
                     target,
+                    volatile,
                 )
             }
             Snapshotter::Copy => nix::mount::mount(
