@@ -4,6 +4,7 @@
 mod common;
 use common::*;
 use serde_json::json;
+use std::path::Path;
 
 #[test]
 fn hostname_env_cwd_user_groups() {
@@ -532,13 +533,25 @@ fn cgroup_resources_are_applied() {
     s.bundle.config()["linux"]["resources"] = json!({
         "memory": {"limit": 67108864},
         "pids": {"limit": 33},
-        "cpu": {"shares": 512, "quota": 50000, "period": 100000},
+        "cpu": {"shares": 512, "quota": 50000, "period": 100000, "cpus": "0", "mems": "0"},
         "devices": [{"allow": false, "access": "rwm"}]
     });
     s.bundle.config()["linux"]["cgroupsPath"] = format!("/hako-test/{}", s.id).into();
-    let out = s.run(&["sh", "-c", "if [ -f /sys/fs/cgroup/cgroup.controllers ]; then cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max; else cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max; fi"]);
+    // Each value read back from inside, in the files of cgroup v2 or of
+    // the v1 hierarchies, whichever this kernel has.
+    let out = s.run(&["sh", "-c", "if [ -f /sys/fs/cgroup/cgroup.controllers ]; then cd /sys/fs/cgroup; cat memory.max pids.max cpu.weight cpu.max cpuset.cpus cpuset.mems; else cd /sys/fs/cgroup; cat memory/memory.limit_in_bytes pids/pids.max; echo $(cat cpu/cpu.shares) $(cat cpu/cpu.cfs_quota_us) $(cat cpu/cpu.cfs_period_us); cat cpuset/cpuset.cpus cpuset/cpuset.mems; fi"]);
     let lines: Vec<String> = ok(&out).lines().map(str::to_string).collect();
-    assert_eq!(lines, vec!["67108864", "33"]);
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let cpu = if v2 {
+        // shares 512 as a weight, then "quota period".
+        vec!["20".to_string(), "50000 100000".to_string()]
+    } else {
+        vec!["512 50000 100000".to_string()]
+    };
+    let mut want = vec!["67108864".to_string(), "33".to_string()];
+    want.extend(cpu);
+    want.extend(["0".to_string(), "0".to_string()]);
+    assert_eq!(lines, want);
     s.finish();
 }
 
