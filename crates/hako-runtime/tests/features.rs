@@ -537,11 +537,17 @@ fn cgroup_resources_are_applied() {
         "devices": [{"allow": false, "access": "rwm"}]
     });
     s.bundle.config()["linux"]["cgroupsPath"] = format!("/hako-test/{}", s.id).into();
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    // What only one of the two has: swappiness on v1, raw files on v2.
+    if v2 {
+        s.bundle.config()["linux"]["resources"]["unified"] = json!({"memory.high": "50003968"});
+    } else {
+        s.bundle.config()["linux"]["resources"]["memory"]["swappiness"] = json!(10);
+    }
     // Each value read back from inside, in the files of cgroup v2 or of
     // the v1 hierarchies, whichever this kernel has.
-    let out = s.run(&["sh", "-c", "if [ -f /sys/fs/cgroup/cgroup.controllers ]; then cd /sys/fs/cgroup; cat memory.max pids.max cpu.weight cpu.max cpuset.cpus cpuset.mems; else cd /sys/fs/cgroup; cat memory/memory.limit_in_bytes pids/pids.max; echo $(cat cpu/cpu.shares) $(cat cpu/cpu.cfs_quota_us) $(cat cpu/cpu.cfs_period_us); cat cpuset/cpuset.cpus cpuset/cpuset.mems; fi"]);
+    let out = s.run(&["sh", "-c", "if [ -f /sys/fs/cgroup/cgroup.controllers ]; then cd /sys/fs/cgroup; cat memory.max pids.max cpu.weight cpu.max cpuset.cpus cpuset.mems memory.high; else cd /sys/fs/cgroup; cat memory/memory.limit_in_bytes pids/pids.max; echo $(cat cpu/cpu.shares) $(cat cpu/cpu.cfs_quota_us) $(cat cpu/cpu.cfs_period_us); cat cpuset/cpuset.cpus cpuset/cpuset.mems memory/memory.swappiness; fi"]);
     let lines: Vec<String> = ok(&out).lines().map(str::to_string).collect();
-    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
     let cpu = if v2 {
         // shares 512 as a weight, then "quota period".
         vec!["20".to_string(), "50000 100000".to_string()]
@@ -551,6 +557,7 @@ fn cgroup_resources_are_applied() {
     let mut want = vec!["67108864".to_string(), "33".to_string()];
     want.extend(cpu);
     want.extend(["0".to_string(), "0".to_string()]);
+    want.push(if v2 { "50003968" } else { "10" }.to_string());
     assert_eq!(lines, want);
     s.finish();
 }
