@@ -9,23 +9,8 @@ use common::*;
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-fn ensure_monitor() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let hako = Path::new(env!("CARGO_BIN_EXE_hako"));
-        if !hako.with_file_name("hako-monitor").exists() {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let st = Command::new(cargo)
-                .args(["build", "-p", "hako-monitor"])
-                .status()
-                .unwrap();
-            assert!(st.success(), "build hako-monitor");
-        }
-    });
-}
 
 /// A store with `busybox` pulled from a registry of its own.
 struct Setup {
@@ -36,21 +21,11 @@ struct Setup {
 
 impl Setup {
     fn new() -> Setup {
-        ensure_monitor();
-        let reg = Registry::start();
-        let img = ImageBuilder::new()
-            .layer(busybox_layer(), Compression::Gzip)
-            .config("Cmd", serde_json::json!(["sh"]))
-            .config("Env", serde_json::json!(["FROM_IMAGE=1", "PATH=/bin"]))
-            .build();
-        let dest = reg.image("tools/busybox:1");
-        img.into_layout("1").push("1", &dest);
-        let h = Hako::new();
-        h.ok(&["pull", "-q", &dest]);
+        let (h, reg, image) = busybox_store();
         Setup {
             h,
             _reg: reg,
-            image: dest,
+            image,
         }
     }
 

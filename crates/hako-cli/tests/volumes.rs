@@ -12,27 +12,9 @@ use common::*;
 use serde_json::Value;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 const BUSYBOX_PASSWD: &str =
     "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
-
-/// The monitor binary beside `hako` (a run of this package alone may not
-/// have built it).
-fn ensure_monitor() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let hako = Path::new(env!("CARGO_BIN_EXE_hako"));
-        if !hako.with_file_name("hako-monitor").exists() {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let st = Command::new(cargo)
-                .args(["build", "-p", "hako-monitor"])
-                .status()
-                .unwrap();
-            assert!(st.success(), "build hako-monitor");
-        }
-    });
-}
 
 /// A store with three images pulled from a registry of its own:
 /// `busybox`; `seed`, busybox with a `/data` tree and `VOLUME /data`;

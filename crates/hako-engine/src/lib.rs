@@ -234,6 +234,13 @@ impl Attached {
     }
 }
 
+/// For a container with a terminal (`tty`): the size of ours, so that its
+/// program starts with the size it is seen at.
+fn caller_terminal_size(tty: bool) -> Option<(u16, u16)> {
+    tty.then(|| terminal_size(std::os::fd::AsFd::as_fd(&std::io::stdin())))
+        .flatten()
+}
+
 /// The size of the terminal on `fd`, if it is one: rows, columns.
 pub fn terminal_size(fd: std::os::fd::BorrowedFd<'_>) -> Option<(u16, u16)> {
     // SAFETY: winsize is plain data; zeroed is a valid value.
@@ -851,11 +858,7 @@ impl Engine {
             stdin_once: stdin,
             cleanup: attach && cleanup,
             // The program starts with the caller's terminal size.
-            resize: if c.config.tty && attach {
-                terminal_size(std::os::fd::AsFd::as_fd(&std::io::stdin()))
-            } else {
-                None
-            },
+            resize: caller_terminal_size(c.config.tty && attach),
             ..Default::default()
         };
         let (reply, stream) = hako_monitor::request(&run_dir, &req)
@@ -971,11 +974,7 @@ impl Engine {
         let req = Request {
             attach: true,
             stdin: stdin && c.config.interactive,
-            resize: if c.config.tty {
-                terminal_size(std::os::fd::AsFd::as_fd(&std::io::stdin()))
-            } else {
-                None
-            },
+            resize: caller_terminal_size(c.config.tty),
             ..Default::default()
         };
         let (reply, stream) = hako_monitor::request(&run_dir, &req)

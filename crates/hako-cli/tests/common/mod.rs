@@ -139,3 +139,37 @@ pub fn assert_no_mounts_under(dir: &Path) {
 pub fn tar_of(dir: &Path) -> Vec<u8> {
     TarBuilder::new().tree(dir).build()
 }
+
+/// The monitor binary beside `hako` (a workspace test run builds it; a
+/// run of this package alone may not have).
+pub fn ensure_monitor() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let hako = Path::new(env!("CARGO_BIN_EXE_hako"));
+        if !hako.with_file_name("hako-monitor").exists() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let st = Command::new(cargo)
+                .args(["build", "-p", "hako-monitor"])
+                .status()
+                .unwrap();
+            assert!(st.success(), "build hako-monitor");
+        }
+    });
+}
+
+/// A registry of its own holding busybox (`Cmd ["sh"]`, `FROM_IMAGE=1`)
+/// as `tools/busybox:1`, and a `hako` store that pulled it.
+pub fn busybox_store() -> (Hako, Registry, String) {
+    ensure_monitor();
+    let reg = Registry::start();
+    let img = ImageBuilder::new()
+        .layer(busybox_layer(), Compression::Gzip)
+        .config("Cmd", serde_json::json!(["sh"]))
+        .config("Env", serde_json::json!(["FROM_IMAGE=1", "PATH=/bin"]))
+        .build();
+    let dest = reg.image("tools/busybox:1");
+    img.into_layout("1").push("1", &dest);
+    let h = Hako::new();
+    h.ok(&["pull", "-q", &dest]);
+    (h, reg, dest)
+}
