@@ -151,16 +151,17 @@ impl Db {
         tx.commit().map_err(Error::sql)
     }
 
-    /// Writes the state columns (and name) of `c`.
+    /// Writes the state columns of `c` (never its name or config: those
+    /// change only through [`Db::rename`] and [`Db::update_config`], so a
+    /// state written from an older read cannot undo them).
     pub fn update(&mut self, c: &Container) -> Result<()> {
         let n = self
             .conn
             .execute(
-                "UPDATE containers SET name = ?2, status = ?3, pid = ?4, monitor_pid = ?5, monitor_start = ?6, \
-                 started_at = ?7, finished_at = ?8, exit_code = ?9, restart_count = ?10, error = ?11 WHERE id = ?1",
+                "UPDATE containers SET status = ?2, pid = ?3, monitor_pid = ?4, monitor_start = ?5, \
+                 started_at = ?6, finished_at = ?7, exit_code = ?8, restart_count = ?9, error = ?10 WHERE id = ?1",
                 params![
                     c.id,
-                    c.name,
                     c.status.as_str(),
                     c.pid,
                     c.monitor_pid,
@@ -172,17 +173,28 @@ impl Db {
                     c.error
                 ],
             )
+            .map_err(Error::sql)?;
+        if n == 0 {
+            return Err(Error::NotFound(format!("no such container: {}", c.id)));
+        }
+        Ok(())
+    }
+
+    /// Gives a container a new name; a taken one is refused.
+    pub fn rename(&mut self, id: &str, name: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE containers SET name = ?2 WHERE id = ?1",
+                params![id, name],
+            )
             .map_err(|e| match e {
                 rusqlite::Error::SqliteFailure(f, _)
                     if f.code == rusqlite::ErrorCode::ConstraintViolation =>
                 {
-                    Error::Conflict(format!("the container name \"/{}\" is already in use", c.name))
+                    Error::Conflict(format!("the container name \"/{name}\" is already in use"))
                 }
                 e => Error::sql(e),
             })?;
-        if n == 0 {
-            return Err(Error::NotFound(format!("no such container: {}", c.id)));
-        }
         Ok(())
     }
 

@@ -1285,13 +1285,13 @@ impl Engine {
     }
 
     pub fn rename(&mut self, what: &str, new_name: &str) -> Result<()> {
-        let mut c = self.get(what)?;
+        let c = self.db.lookup(what)?;
         let n = new_name.strip_prefix('/').unwrap_or(new_name);
         if !valid_name(n) {
             return Err(Error::Invalid(format!("invalid container name {n:?}")));
         }
-        c.name = n.to_string();
-        self.db.update(&c)
+        let _lock = self.lock(&c.id)?;
+        self.db.rename(&c.id, n)
     }
 
     /// `pause`/`unpause` through the freezer.
