@@ -20,6 +20,32 @@ impl Default for Hako {
     }
 }
 
+/// A test that fails midway still leaves nothing: its containers are
+/// removed and anything still mounted under its directory goes.
+impl Drop for Hako {
+    fn drop(&mut self) {
+        if self.root().join("hako.db").exists() {
+            if let Ok(out) = self.cmd().args(["ps", "-a", "-q", "--no-trunc"]).output() {
+                for id in String::from_utf8_lossy(&out.stdout).lines() {
+                    let _ = self.cmd().args(["rm", "-f", "-v", id]).output();
+                }
+            }
+        }
+        let dir = self.dir.path().to_string_lossy().into_owned();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&dir))
+            .collect();
+        // Deepest first.
+        points.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in points {
+            let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
 impl Hako {
     pub fn new() -> Hako {
         let dir = tempfile::Builder::new()
