@@ -24,11 +24,11 @@ impl Default for Hako {
 /// removed and anything still mounted under its directory goes.
 impl Drop for Hako {
     fn drop(&mut self) {
-        if self.root().join("hako.db").exists() {
-            if let Ok(out) = self.cmd().args(["ps", "-a", "-q", "--no-trunc"]).output() {
-                for id in String::from_utf8_lossy(&out.stdout).lines() {
-                    let _ = self.cmd().args(["rm", "-f", "-v", id]).output();
-                }
+        if self.root().join("hako.db").exists()
+            && let Ok(out) = self.cmd().args(["ps", "-a", "-q", "--no-trunc"]).output()
+        {
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = self.cmd().args(["rm", "-f", "-v", id]).output();
             }
         }
         let dir = self.dir.path().to_string_lossy().into_owned();
