@@ -329,6 +329,24 @@ fn restart_policy_without_a_daemon() {
         st["State"]["Status"] == "exited" && st["RestartCount"] == 2
     });
     assert_eq!(s.ok(&["logs", "flaky"]), "try\ntry\ntry\n");
+    // In the foreground, `run` returns with the first exit; the policy
+    // goes on without it.
+    let out = s.run(&[
+        "run",
+        "--name",
+        "fg",
+        "--restart",
+        "on-failure:1",
+        &s.image,
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    wait_for("the restart and the end", || {
+        let st = s.inspect("fg");
+        st["State"]["Status"] == "exited" && st["RestartCount"] == 1
+    });
     assert_eq!(s.inspect("flaky")["State"]["ExitCode"], 1);
     // always: restarts after a clean exit too, and stop ends it for good.
     s.ok(&[

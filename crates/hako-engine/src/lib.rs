@@ -988,11 +988,16 @@ impl Engine {
     /// After an attached start with `cleanup`: waits for the monitor to
     /// end, then releases (and for `--rm` removes) the container.
     pub fn finish(&mut self, c: &Container) -> Result<()> {
+        if c.config.restart != RestartPolicy::No {
+            // The monitor may start it again: it keeps its resources, and
+            // the monitor does its own cleanup when it is done.
+            return Ok(());
+        }
         // The program has exited: its root filesystem can go while the
         // monitor still releases the runtime state (both take a moment;
         // side by side, the two cores share them). The record follows
         // once the monitor is gone.
-        if c.config.restart == RestartPolicy::No {
+        {
             self.release(c);
             if c.config.auto_remove
                 && c.config.rootfs.is_none()
