@@ -33,6 +33,42 @@ CREATE TABLE IF NOT EXISTS containers (
 );
 ";
 
+/// Raised whenever a table is added or changed.
+const SCHEMA_VERSION: i64 = 1;
+
+fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+}
+
+/// Makes (or upgrades) the database: WAL mode, the tables, the version.
+/// Many commands may start on a new store at once (forty `run -d`):
+/// turning on WAL and the first DDL can fail with "database is locked" at
+/// once, without waiting, when they race. So the first-time work goes
+/// under a file lock, and only one process does it.
+fn init(root: &Path, conn: &Connection) -> Result<()> {
+    let path = root.join("hako.db.init-lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+    lock.lock()
+        .map_err(|e| Error::io(format!("lock {}", path.display()), e))?;
+    let db = root.join("hako.db");
+    if schema_version(conn).map_err(|e| Error::db(&db, e))? >= SCHEMA_VERSION {
+        return Ok(());
+    }
+    // WAL lets readers go on beside one writer, and is kept in the file.
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(|e| Error::db(&db, e))?;
+    conn.execute_batch(&format!(
+        "BEGIN IMMEDIATE; {SCHEMA} {} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;",
+        crate::volumes::SCHEMA
+    ))
+    .map_err(|e| Error::db(&db, e))
+}
+
 const COLUMNS: &str = "id, name, image, image_id, created, config, status, pid, monitor_pid, \
      monitor_start, started_at, finished_at, exit_code, restart_count, error";
 
@@ -73,10 +109,8 @@ impl Db {
         let conn = Connection::open(&path).map_err(|e| Error::db(&path, e))?;
         conn.busy_timeout(Duration::from_secs(60))
             .map_err(|e| Error::db(&path, e))?;
-        // WAL lets readers go on beside one writer; NORMAL sync is durable
-        // at each checkpoint and consistent always.
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| Error::db(&path, e))?;
+        // NORMAL sync in WAL mode is durable at each checkpoint and
+        // consistent always.
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(|e| Error::db(&path, e))?;
         // Every `hako` command opens and closes the database; a checkpoint
@@ -87,10 +121,9 @@ impl Db {
             true,
         )
         .map_err(|e| Error::db(&path, e))?;
-        conn.execute_batch(SCHEMA)
-            .map_err(|e| Error::db(&path, e))?;
-        conn.execute_batch(crate::volumes::SCHEMA)
-            .map_err(|e| Error::db(&path, e))?;
+        if schema_version(&conn).map_err(|e| Error::db(&path, e))? < SCHEMA_VERSION {
+            init(root, &conn)?;
+        }
         Ok(Db { conn })
     }
 
