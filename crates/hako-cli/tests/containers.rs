@@ -135,6 +135,9 @@ fn foreground_run_output_and_exit_codes() {
     // failure (128+N for a signal: see the detached test's kill).
     let out = s.run(&["run", "--rm", &s.image, "no-such-program"]);
     assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
+    // A container that never started is gone too (--rm), mount and all.
+    assert_eq!(s.ok(&["ps", "-a", "-q"]), "");
+    assert_no_mounts_under(s.h.dir.path());
     let out = s.run(&["run", "--rm", &s.image, "/etc/passwd"]);
     assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
     let out = s.run(&["run", "--rm", "--pull", "never", "no-such-image:1", "true"]);

@@ -829,13 +829,23 @@ impl Engine {
         };
         hako_runtime::trace::mark("engine: monitor ready");
         if let Some(err) = ready.error {
-            // The monitor ends and its cleanup runs; wait for neither.
+            // The container was never made: release what `prepare` took,
+            // and for `--rm` the container itself. (The monitor wrote its
+            // exit record before it said so; the cleanup it runs next is
+            // not for this record's run and does nothing.)
             let code = start_failure_code(&err);
-            c.status = Status::Exited;
-            c.exit_code = code;
-            c.error = err.clone();
-            c.finished_at = now();
-            self.db.update(&c)?;
+            self.release(&c);
+            let _ = fs::remove_dir_all(&run_dir);
+            if c.config.auto_remove {
+                self.remove_files(&c)?;
+                self.db.delete(&c.id)?;
+            } else {
+                c.status = Status::Exited;
+                c.exit_code = code;
+                c.error = err.clone();
+                c.finished_at = now();
+                self.db.update(&c)?;
+            }
             return Err(Error::Start { message: err, code });
         }
         c.status = Status::Running;

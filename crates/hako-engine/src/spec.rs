@@ -363,7 +363,9 @@ pub fn generate(
     let mut linux = json!({
         "namespaces": namespaces,
         "resources": Value::Object(resources),
-        "cgroupsPath": format!("/hako/{id}"),
+        // No shared parent: a parent made on demand would outlive the
+        // container that made it whenever another one still ran in it.
+        "cgroupsPath": format!("/hako-{id}"),
     });
     if !cfg.privileged {
         linux["maskedPaths"] = json!(MASKED);

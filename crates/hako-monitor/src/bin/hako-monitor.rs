@@ -127,8 +127,10 @@ fn main() {
         Ok(mut m) => {
             let res = m.run(&mut sync);
             if let Err(e) = &res {
-                report(&mut sync, Err(e.clone()));
+                // The record first: once told, the engine may remove the
+                // container's directory.
                 m.final_error(e);
+                report(&mut sync, Err(e.clone()));
             }
             m.exit_command()
         }
