@@ -839,7 +839,7 @@ impl Engine {
             None
         } else {
             hako_image::snapshot::unmount(&merged)?;
-            snap.mount(&store, &merged)?;
+            snap.mount(store, &merged)?;
             Some(TempMount(merged.clone()))
         };
         f(&Tree::open(&merged, &label)?)
@@ -931,7 +931,7 @@ impl Engine {
         let snap = store.snapshot(&c.id)?;
         let (reader, writer) = io::pipe().map_err(|e| Error::io("make a pipe", e))?;
         std::thread::scope(|s| {
-            let t = s.spawn(|| snap.export_diff(&store, writer));
+            let t = s.spawn(|| snap.export_diff(store, writer));
             let res = sink(reader);
             let sent = t.join().unwrap_or_else(|_| {
                 Err(hako_image::Error::Invalid(
@@ -1040,7 +1040,7 @@ impl Engine {
     }
 
     fn commit_changes(&mut self, c: &crate::Container, opts: &CommitOptions) -> Result<Digest> {
-        let store = self.store()?;
+        let store = self.store()?.clone();
         let image = store.resolve(&c.image_id)?;
         let lowers: Vec<PathBuf> = image
             .chain_ids()

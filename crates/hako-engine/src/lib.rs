@@ -263,6 +263,7 @@ pub struct Engine {
     monitor_bin: PathBuf,
     /// The exit command the monitors run: `hako --root … container cleanup`.
     hako_bin: PathBuf,
+    store: std::cell::OnceCell<Store>,
 }
 
 /// The start time of a process (clock ticks after boot), which tells a
@@ -347,19 +348,9 @@ pub fn now() -> String {
     hako_runtime::state::now_rfc3339()
 }
 
-/// The number of a signal given as `KILL`, `SIGKILL` or `9`.
+/// The number of a signal given as `KILL`, `SIGKILL`, `9` or `RTMIN+3`.
 pub fn parse_signal(s: &str) -> Result<i32> {
-    if let Ok(n) = s.parse::<i32>()
-        && (1..=64).contains(&n)
-    {
-        return Ok(n);
-    }
-    let up = s.to_ascii_uppercase();
-    let name = up.strip_prefix("SIG").unwrap_or(&up);
-    format!("SIG{name}")
-        .parse::<nix::sys::signal::Signal>()
-        .map(|s| s as i32)
-        .map_err(|_| Error::Invalid(format!("invalid signal: {s}")))
+    hako_runtime::parse_signal(s).map_err(Error::Invalid)
 }
 
 impl Engine {
@@ -380,11 +371,18 @@ impl Engine {
             db: db::Db::open(root)?,
             monitor_bin,
             hako_bin: hako_bin.to_path_buf(),
+            store: std::cell::OnceCell::new(),
         })
     }
 
-    pub fn store(&self) -> Result<Store> {
-        Ok(Store::open(&self.root)?)
+    /// The image store, opened once per engine (a `run` asks for it
+    /// several times).
+    pub fn store(&self) -> Result<&Store> {
+        if let Some(s) = self.store.get() {
+            return Ok(s);
+        }
+        let s = Store::open(&self.root)?;
+        Ok(self.store.get_or_init(|| s))
     }
 
     pub fn container_dir(&self, id: &str) -> PathBuf {
@@ -680,7 +678,7 @@ impl Engine {
             hako_image::snapshot::unmount(&rootfs)?;
             // A container removed when it exits keeps nothing: its
             // overlay need not sync (its unmount then costs nothing).
-            snap.mount_with(&store, &rootfs, c.config.auto_remove)?;
+            snap.mount_with(store, &rootfs, c.config.auto_remove)?;
         }
         let res = (|| -> Result<()> {
             let user = rootfs::resolve_user(&rootfs, &c.config.user, &c.config.group_add)?;
@@ -924,23 +922,7 @@ impl Engine {
     }
 
     fn runtime_delete(&self, c: &Container) {
-        let root = self.runtime_root(c);
-        match &c.config.runtime {
-            None => {
-                let _ = hako_runtime::container::delete(&root, &c.id, true);
-            }
-            Some(bin) => {
-                let _ = std::process::Command::new(bin)
-                    .arg("--root")
-                    .arg(&root)
-                    .args(["delete", "--force"])
-                    .arg(&c.id)
-                    .stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .status();
-            }
-        }
+        hako_monitor::delete_container(c.config.runtime.as_deref(), &self.runtime_root(c), &c.id);
     }
 
     fn runtime_kill(&self, c: &Container, signal: i32) -> Result<()> {
@@ -950,13 +932,10 @@ impl Engine {
                 &root, &c.id, signal, false,
             )?),
             Some(bin) => {
-                let out = std::process::Command::new(bin)
-                    .arg("--root")
-                    .arg(&root)
+                let out = hako_monitor::external_runtime(bin, &root)
                     .arg("kill")
                     .arg(&c.id)
                     .arg(signal.to_string())
-                    .stdin(std::process::Stdio::null())
                     .output()
                     .map_err(|e| Error::io(format!("run {}", bin.display()), e))?;
                 if out.status.success() {

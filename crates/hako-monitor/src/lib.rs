@@ -220,3 +220,29 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     }
     res
 }
+
+/// An external OCI runtime's command line (runc's contract):
+/// `BIN --root ROOT …`, with stdin closed.
+pub fn external_runtime(bin: &Path, root: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new(bin);
+    c.arg("--root").arg(root).stdin(std::process::Stdio::null());
+    c
+}
+
+/// Removes a container's runtime state (killing what is left of it),
+/// through the built-in runtime or an external one; done or not there,
+/// it is gone after.
+pub fn delete_container(runtime: Option<&Path>, root: &Path, id: &str) {
+    match runtime {
+        None => {
+            let _ = hako_runtime::container::delete(root, id, true);
+        }
+        Some(bin) => {
+            let _ = external_runtime(bin, root)
+                .args(["delete", "--force", id])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}

@@ -25,6 +25,53 @@ pub use create::{CreateOptions, Created};
 pub use error::{Error, Result};
 pub use exec::ExecOptions;
 
+/// A signal by number (1 to SIGRTMAX), by name with or without `SIG`, or
+/// a realtime signal as `RTMIN`, `RTMIN+n`, `RTMAX` or `RTMAX-n`; the error
+/// says what is accepted.
+pub fn parse_signal(s: &str) -> std::result::Result<i32, String> {
+    let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+    let bad = || {
+        format!(
+            "{s:?} is not a signal: use a name like TERM, SIGKILL or RTMIN+3, or a number from 1 to {max}"
+        )
+    };
+    if let Ok(n) = s.parse::<i32>() {
+        return if (1..=max).contains(&n) {
+            Ok(n)
+        } else {
+            Err(bad())
+        };
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let offset = |rest: &str| -> std::result::Result<i32, String> {
+        rest.parse::<i32>()
+            .ok()
+            .filter(|n| (0..=max - min).contains(n))
+            .ok_or_else(bad)
+    };
+    if let Some(rest) = name.strip_prefix("RTMIN") {
+        let n = match rest.strip_prefix('+') {
+            Some(r) => offset(r)?,
+            None if rest.is_empty() => 0,
+            None => return Err(bad()),
+        };
+        return Ok(min + n);
+    }
+    if let Some(rest) = name.strip_prefix("RTMAX") {
+        let n = match rest.strip_prefix('-') {
+            Some(r) => offset(r)?,
+            None if rest.is_empty() => 0,
+            None => return Err(bad()),
+        };
+        return Ok(max - n);
+    }
+    format!("SIG{name}")
+        .parse::<nix::sys::signal::Signal>()
+        .map(|sig| sig as i32)
+        .map_err(|_| bad())
+}
+
 /// Receives the pty master that a container sends to a console socket.
 pub fn receive_console(stream: &std::os::unix::net::UnixStream) -> Result<std::os::fd::OwnedFd> {
     use std::os::fd::AsRawFd;

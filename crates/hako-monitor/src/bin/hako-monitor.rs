@@ -600,20 +600,11 @@ impl Monitor {
     /// The runtime's state of the ended run goes, so a restart can create
     /// the container again under its id.
     fn delete_container(&self) {
-        match &self.cfg.runtime {
-            None => {
-                let _ = hako_runtime::container::delete(&self.cfg.runtime_root, &self.cfg.id, true);
-            }
-            Some(bin) => {
-                let _ = std::process::Command::new(bin)
-                    .arg("--root")
-                    .arg(&self.cfg.runtime_root)
-                    .args(["delete", "--force"])
-                    .arg(&self.cfg.id)
-                    .stdin(std::process::Stdio::null())
-                    .output();
-            }
-        }
+        hako_monitor::delete_container(
+            self.cfg.runtime.as_deref(),
+            &self.cfg.runtime_root,
+            &self.cfg.id,
+        );
     }
 
     fn write_exit(&self, record: &ExitRecord) {
@@ -731,12 +722,9 @@ impl Monitor {
                 hako_runtime::container::start_created(created).map_err(|e| e.to_string())?;
             }
             (Some(bin), _) => {
-                let out = std::process::Command::new(bin)
-                    .arg("--root")
-                    .arg(&self.cfg.runtime_root)
+                let out = hako_monitor::external_runtime(bin, &self.cfg.runtime_root)
                     .arg("start")
                     .arg(&self.cfg.id)
-                    .stdin(std::process::Stdio::null())
                     .output()
                     .map_err(|e| format!("run {}: {e}", bin.display()))?;
                 if !out.status.success() {
@@ -1094,6 +1082,7 @@ fn read_request(mut s: &UnixStream) -> Option<Request> {
 /// create exits once the init waits for start.
 fn external_create(bin: &Path, cfg: &MonitorConfig, dir: &Path) -> Result<i32, String> {
     let pid_file = dir.join("init.pid");
+    // The container's stdio is ours (0, 1, 2) at this point: not null.
     let status = std::process::Command::new(bin)
         .arg("--root")
         .arg(&cfg.runtime_root)

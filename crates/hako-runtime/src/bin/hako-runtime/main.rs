@@ -432,47 +432,8 @@ fn run(cli: &Cli, log: &mut Log) -> Result<u8> {
     Ok(0)
 }
 
-/// A signal by number (1 to SIGRTMAX), by name with or without `SIG`, or
-/// a realtime signal as `RTMIN`, `RTMIN+n`, `RTMAX` or `RTMAX-n`.
 fn parse_signal(s: &str) -> Result<i32> {
-    let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
-    let bad = || {
-        format!(
-            "{s:?} is not a signal: use a name like TERM, SIGKILL or RTMIN+3, or a number from 1 to {max}"
-        )
-    };
-    if let Ok(n) = s.parse::<i32>() {
-        if !(1..=max).contains(&n) {
-            bail!(bad());
-        }
-        return Ok(n);
-    }
-    let upper = s.to_ascii_uppercase();
-    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
-    let offset = |rest: &str| -> Result<i32> {
-        rest.parse::<i32>()
-            .ok()
-            .filter(|n| (0..=max - min).contains(n))
-            .with_context(bad)
-    };
-    if let Some(rest) = name.strip_prefix("RTMIN") {
-        let n = match rest.strip_prefix('+') {
-            Some(r) => offset(r)?,
-            None if rest.is_empty() => 0,
-            None => bail!(bad()),
-        };
-        return Ok(min + n);
-    }
-    if let Some(rest) = name.strip_prefix("RTMAX") {
-        let n = match rest.strip_prefix('-') {
-            Some(r) => offset(r)?,
-            None if rest.is_empty() => 0,
-            None => bail!(bad()),
-        };
-        return Ok(max - n);
-    }
-    let sig: nix::sys::signal::Signal = format!("SIG{name}").parse().with_context(bad)?;
-    Ok(sig as i32)
+    hako_runtime::parse_signal(s).map_err(anyhow::Error::msg)
 }
 
 fn list(root: &Path, format: &str, quiet: bool) -> Result<()> {
