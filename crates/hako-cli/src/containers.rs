@@ -86,19 +86,8 @@ pub struct CreateArgs {
     /// no, on-failure[:N], always or unless-stopped.
     #[arg(long, default_value = "no")]
     restart: String,
-    /// Memory limit (e.g. 64m, 1g).
-    #[arg(short, long)]
-    memory: Option<String>,
-    #[arg(long = "memory-swap")]
-    memory_swap: Option<String>,
-    #[arg(long)]
-    cpus: Option<f64>,
-    #[arg(short = 'c', long = "cpu-shares")]
-    cpu_shares: Option<u64>,
-    #[arg(long = "cpuset-cpus")]
-    cpuset_cpus: Option<String>,
-    #[arg(long = "pids-limit")]
-    pids_limit: Option<i64>,
+    #[command(flatten)]
+    resources: ResourceArgs,
     /// NAME=SOFT[:HARD].
     #[arg(long)]
     ulimit: Vec<String>,
@@ -351,10 +340,6 @@ fn build_config(a: &CreateArgs) -> Result<ContainerConfig> {
         privileged: a.privileged,
         cap_add: a.cap_add.clone(),
         cap_drop: a.cap_drop.clone(),
-        cpus: a.cpus,
-        cpu_shares: a.cpu_shares,
-        cpuset_cpus: a.cpuset_cpus.clone(),
-        pids_limit: a.pids_limit,
         group_add: a.group_add.clone(),
         add_hosts: a.add_host.clone(),
         dns: a.dns.clone(),
@@ -402,12 +387,7 @@ fn build_config(a: &CreateArgs) -> Result<ContainerConfig> {
     if a.rm && c.restart != RestartPolicy::No {
         bail!("--restart and --rm conflict: a removed container cannot restart");
     }
-    c.memory = a.memory.as_deref().map(parse_bytes).transpose()?;
-    c.memory_swap = match a.memory_swap.as_deref() {
-        Some("-1") => Some(-1),
-        Some(s) => Some(parse_bytes(s)?),
-        None => None,
-    };
+    c.resources = a.resources.resources()?;
     c.shm_size = a
         .shm_size
         .as_deref()
@@ -1254,10 +1234,10 @@ pub fn inspect_json(e: &Engine, c: &Container) -> Value {
             "ReadonlyRootfs": c.config.read_only,
             "CapAdd": c.config.cap_add,
             "CapDrop": c.config.cap_drop,
-            "Memory": c.config.memory.unwrap_or(0),
-            "NanoCpus": c.config.cpus.map(|x| (x * 1e9).round()).unwrap_or(0.0),
-            "CpuShares": c.config.cpu_shares.unwrap_or(0),
-            "PidsLimit": c.config.pids_limit,
+            "Memory": c.config.resources.memory.unwrap_or(0),
+            "NanoCpus": c.config.resources.cpus.map(|x| (x * 1e9).round()).unwrap_or(0.0),
+            "CpuShares": c.config.resources.cpu_shares.unwrap_or(0),
+            "PidsLimit": c.config.resources.pids_limit,
             "RestartPolicy": {"Name": match c.config.restart {
                 RestartPolicy::No => "no",
                 RestartPolicy::OnFailure => "on-failure",
@@ -1560,8 +1540,10 @@ pub fn attach(ctx: &Ctx, a: AttachArgs) -> Result<i32> {
     stream_output(att, &fg)
 }
 
-#[derive(Args)]
-pub struct UpdateArgs {
+/// The limit flags of `run`, `create` and `update`.
+#[derive(Args, Clone, Default)]
+pub struct ResourceArgs {
+    /// Memory limit (e.g. 64m, 1g).
     #[arg(short, long)]
     memory: Option<String>,
     #[arg(long = "memory-swap")]
@@ -1574,6 +1556,29 @@ pub struct UpdateArgs {
     cpuset_cpus: Option<String>,
     #[arg(long = "pids-limit")]
     pids_limit: Option<i64>,
+}
+
+impl ResourceArgs {
+    fn resources(&self) -> Result<hako_engine::Resources> {
+        Ok(hako_engine::Resources {
+            memory: self.memory.as_deref().map(parse_bytes).transpose()?,
+            memory_swap: match self.memory_swap.as_deref() {
+                Some("-1") => Some(-1),
+                Some(s) => Some(parse_bytes(s)?),
+                None => None,
+            },
+            cpus: self.cpus,
+            cpu_shares: self.cpu_shares,
+            cpuset_cpus: self.cpuset_cpus.clone(),
+            pids_limit: self.pids_limit,
+        })
+    }
+}
+
+#[derive(Args)]
+pub struct UpdateArgs {
+    #[command(flatten)]
+    resources: ResourceArgs,
     /// Takes effect at the container's next start.
     #[arg(long)]
     restart: Option<String>,
@@ -1583,16 +1588,7 @@ pub struct UpdateArgs {
 
 pub fn update(ctx: &Ctx, a: UpdateArgs) -> Result<i32> {
     let change = hako_engine::ResourceUpdate {
-        memory: a.memory.as_deref().map(parse_bytes).transpose()?,
-        memory_swap: match a.memory_swap.as_deref() {
-            Some("-1") => Some(-1),
-            Some(s) => Some(parse_bytes(s)?),
-            None => None,
-        },
-        cpus: a.cpus,
-        cpu_shares: a.cpu_shares,
-        cpuset_cpus: a.cpuset_cpus.clone(),
-        pids_limit: a.pids_limit,
+        resources: a.resources.resources()?,
         restart: a.restart.as_deref().map(parse_restart).transpose()?,
     };
     let mut e = engine(ctx)?;

@@ -121,12 +121,8 @@ pub struct ContainerConfig {
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
     pub mounts: Vec<MountSpec>,
-    pub memory: Option<i64>,
-    pub memory_swap: Option<i64>,
-    pub cpus: Option<f64>,
-    pub cpu_shares: Option<u64>,
-    pub cpuset_cpus: Option<String>,
-    pub pids_limit: Option<i64>,
+    #[serde(flatten)]
+    pub resources: Resources,
     pub ulimits: Vec<Ulimit>,
     pub no_new_privileges: bool,
     pub seccomp: SeccompChoice,
@@ -147,15 +143,40 @@ pub struct ContainerConfig {
     pub devices: Vec<DeviceSpec>,
 }
 
-/// What `update` changes; `None` keeps the current value.
-#[derive(Clone, Debug, Default)]
-pub struct ResourceUpdate {
+/// The limits `run` sets and `update` changes; `None`: none set (for
+/// `update`: unchanged).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Resources {
     pub memory: Option<i64>,
     pub memory_swap: Option<i64>,
     pub cpus: Option<f64>,
     pub cpu_shares: Option<u64>,
     pub cpuset_cpus: Option<String>,
     pub pids_limit: Option<i64>,
+}
+
+impl Resources {
+    /// Takes every value `change` sets.
+    pub fn merge(&mut self, change: &Resources) {
+        fn take<T: Clone>(to: &mut Option<T>, from: &Option<T>) {
+            if from.is_some() {
+                to.clone_from(from);
+            }
+        }
+        take(&mut self.memory, &change.memory);
+        take(&mut self.memory_swap, &change.memory_swap);
+        take(&mut self.cpus, &change.cpus);
+        take(&mut self.cpu_shares, &change.cpu_shares);
+        take(&mut self.cpuset_cpus, &change.cpuset_cpus);
+        take(&mut self.pids_limit, &change.pids_limit);
+    }
+}
+
+/// What `update` changes.
+#[derive(Clone, Debug, Default)]
+pub struct ResourceUpdate {
+    pub resources: Resources,
     pub restart: Option<(RestartPolicy, u32)>,
 }
 
@@ -1343,24 +1364,7 @@ impl Engine {
         let Some(mut c) = self.refresh(self.db.lookup(&found.id)?)? else {
             return Err(Error::NotFound(format!("no such container: {what}")));
         };
-        if let Some(m) = change.memory {
-            c.config.memory = Some(m);
-        }
-        if let Some(m) = change.memory_swap {
-            c.config.memory_swap = Some(m);
-        }
-        if let Some(x) = change.cpus {
-            c.config.cpus = Some(x);
-        }
-        if let Some(x) = change.cpu_shares {
-            c.config.cpu_shares = Some(x);
-        }
-        if let Some(x) = &change.cpuset_cpus {
-            c.config.cpuset_cpus = Some(x.clone());
-        }
-        if let Some(x) = change.pids_limit {
-            c.config.pids_limit = Some(x);
-        }
+        c.config.resources.merge(&change.resources);
         if let Some((policy, max)) = &change.restart {
             if c.config.auto_remove && *policy != RestartPolicy::No {
                 return Err(Error::Invalid(

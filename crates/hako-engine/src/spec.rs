@@ -321,10 +321,10 @@ pub fn generate(
     };
     resources.insert("devices".into(), devices);
     let mut memory = serde_json::Map::new();
-    if let Some(m) = bytes_of(cfg.memory) {
+    if let Some(m) = bytes_of(cfg.resources.memory) {
         memory.insert("limit".into(), json!(m));
         // Docker: swap as large as the memory unless said otherwise.
-        let swap = match cfg.memory_swap {
+        let swap = match cfg.resources.memory_swap {
             Some(-1) => -1,
             Some(s) if s > 0 => s,
             _ => m * 2,
@@ -335,7 +335,7 @@ pub fn generate(
         resources.insert("memory".into(), Value::Object(memory));
     }
     let mut cpu = serde_json::Map::new();
-    if let Some(c) = cfg.cpus.filter(|c| *c > 0.0) {
+    if let Some(c) = cfg.resources.cpus.filter(|c| *c > 0.0) {
         let period: u64 = 100_000;
         // Whole microseconds of the period; the float is a user's decimal.
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
@@ -343,16 +343,16 @@ pub fn generate(
         cpu.insert("quota".into(), json!(quota));
         cpu.insert("period".into(), json!(period));
     }
-    if let Some(s) = cfg.cpu_shares.filter(|s| *s > 0) {
+    if let Some(s) = cfg.resources.cpu_shares.filter(|s| *s > 0) {
         cpu.insert("shares".into(), json!(s));
     }
-    if let Some(s) = cfg.cpuset_cpus.as_ref().filter(|s| !s.is_empty()) {
+    if let Some(s) = cfg.resources.cpuset_cpus.as_ref().filter(|s| !s.is_empty()) {
         cpu.insert("cpus".into(), json!(s));
     }
     if !cpu.is_empty() {
         resources.insert("cpu".into(), Value::Object(cpu));
     }
-    if let Some(p) = cfg.pids_limit.filter(|p| *p != 0) {
+    if let Some(p) = cfg.resources.pids_limit.filter(|p| *p != 0) {
         resources.insert("pids".into(), json!({"limit": p}));
     }
     let rlimits: Vec<Value> = cfg
