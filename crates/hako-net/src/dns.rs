@@ -1,0 +1,1 @@
+//! The resolver for user networks (see `hako-dns`).
