@@ -1,0 +1,338 @@
+//! NAT, published ports and network isolation in hako's own nftables
+//! table, through libnftables loaded into this process (no `nft` or
+//! `iptables` child per container). Nothing outside that table is read
+//! or changed.
+//!
+//! The table's rules are fixed; containers and networks only add and
+//! remove elements of its sets and maps (and two small chains per
+//! network), so a container's setup is one short transaction.
+
+use crate::{Error, PortMapping, Protocol, Result};
+use ipnet::Ipv4Net;
+use std::ffi::{CStr, CString, c_char, c_int, c_void};
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+
+type CtxNew = unsafe extern "C" fn(u32) -> *mut c_void;
+type CtxFree = unsafe extern "C" fn(*mut c_void);
+type CtxBuffer = unsafe extern "C" fn(*mut c_void) -> c_int;
+type CtxGetBuffer = unsafe extern "C" fn(*mut c_void) -> *const c_char;
+type RunCmd = unsafe extern "C" fn(*mut c_void, *const c_char) -> c_int;
+
+/// The functions of libnftables this module calls.
+struct Lib {
+    _lib: libloading::Library,
+    ctx_new: CtxNew,
+    ctx_free: CtxFree,
+    buffer_error: CtxBuffer,
+    buffer_output: CtxBuffer,
+    get_error: CtxGetBuffer,
+    run_cmd: RunCmd,
+}
+
+const LIBRARY: &str = "libnftables.so.1";
+
+impl Lib {
+    fn load() -> Result<Lib> {
+        let missing = |e: libloading::Error| {
+            Error::Firewall(format!(
+                "load {LIBRARY}: {e} (install the nftables library: apt-get install libnftables1)"
+            ))
+        };
+        // SAFETY: loading libnftables runs only its (side-effect free)
+        // initialisers.
+        let lib = unsafe { libloading::Library::new(LIBRARY) }.map_err(missing)?;
+        // SAFETY: each symbol is looked up with the type libnftables.h gives it.
+        unsafe {
+            Ok(Lib {
+                ctx_new: *lib.get::<CtxNew>("nft_ctx_new").map_err(missing)?,
+                ctx_free: *lib.get::<CtxFree>("nft_ctx_free").map_err(missing)?,
+                buffer_error: *lib
+                    .get::<CtxBuffer>("nft_ctx_buffer_error")
+                    .map_err(missing)?,
+                buffer_output: *lib
+                    .get::<CtxBuffer>("nft_ctx_buffer_output")
+                    .map_err(missing)?,
+                get_error: *lib
+                    .get::<CtxGetBuffer>("nft_ctx_get_error_buffer")
+                    .map_err(missing)?,
+                run_cmd: *lib
+                    .get::<RunCmd>("nft_run_cmd_from_buffer")
+                    .map_err(missing)?,
+                _lib: lib,
+            })
+        }
+    }
+}
+
+/// hako's table (family `ip`) in the host's ruleset.
+pub struct Firewall {
+    lib: Lib,
+    ctx: *mut c_void,
+    table: String,
+}
+
+impl Drop for Firewall {
+    fn drop(&mut self) {
+        // SAFETY: `ctx` came from nft_ctx_new and is freed once.
+        unsafe { (self.lib.ctx_free)(self.ctx) };
+    }
+}
+
+/// An nftables string literal (interface names are hako's own, so they
+/// never hold a quote; the check keeps it so).
+fn quoted(s: &str) -> Result<String> {
+    if s.is_empty()
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(Error::Invalid(format!("bad interface name {s:?}")));
+    }
+    Ok(format!("\"{s}\""))
+}
+
+fn proto(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+    }
+}
+
+impl Firewall {
+    /// Opens libnftables for the table `table`.
+    pub fn open(table: &str) -> Result<Firewall> {
+        if quoted(table).is_err() {
+            return Err(Error::Invalid(format!("bad table name {table:?}")));
+        }
+        let lib = Lib::load()?;
+        // SAFETY: plain constructor; 0 is NFT_CTX_DEFAULT.
+        let ctx = unsafe { (lib.ctx_new)(0) };
+        if ctx.is_null() {
+            return Err(Error::Firewall("nft_ctx_new failed".into()));
+        }
+        // SAFETY: `ctx` is valid; both only switch where messages go.
+        unsafe {
+            (lib.buffer_error)(ctx);
+            (lib.buffer_output)(ctx);
+        }
+        Ok(Firewall {
+            lib,
+            ctx,
+            table: table.to_string(),
+        })
+    }
+
+    /// Runs `cmds` (nft syntax) as one transaction.
+    fn run(&mut self, cmds: &str) -> Result<()> {
+        let c = CString::new(cmds).map_err(|e| Error::Invalid(e.to_string()))?;
+        // SAFETY: `ctx` is valid and `c` is a NUL-terminated string that
+        // outlives the call.
+        let rc = unsafe { (self.lib.run_cmd)(self.ctx, c.as_ptr()) };
+        if rc == 0 {
+            return Ok(());
+        }
+        // SAFETY: the error buffer is a NUL-terminated string owned by
+        // `ctx`, valid until the next command; it is copied at once.
+        let msg = unsafe {
+            let p = (self.lib.get_error)(self.ctx);
+            if p.is_null() {
+                String::new()
+            } else {
+                CStr::from_ptr(p).to_string_lossy().into_owned()
+            }
+        };
+        Err(Error::Firewall(format!(
+            "{}: {}",
+            cmds.lines().next().unwrap_or_default(),
+            msg.trim()
+        )))
+    }
+
+    /// Runs each line on its own, ignoring failures: for removals, where a
+    /// part may be gone already.
+    fn run_each(&mut self, cmds: &str) {
+        if self.run(cmds).is_err() {
+            for line in cmds.lines().filter(|l| !l.trim().is_empty()) {
+                let _ = self.run(line);
+            }
+        }
+    }
+
+    /// Whether the table exists.
+    pub fn table_exists(&mut self) -> bool {
+        let t = self.table.clone();
+        self.run(&format!("list table ip {t}")).is_ok()
+    }
+
+    /// Creates the table with its fixed rules, unless it is there already.
+    /// Callers serialise this (one table per state root, under its lock).
+    pub fn ensure_table(&mut self) -> Result<()> {
+        if self.table_exists() {
+            return Ok(());
+        }
+        let t = &self.table;
+        let rules = format!(
+            "table ip {t} {{
+  set bridges {{ type ifname; }}
+  set nets {{ type ipv4_addr; flags interval; }}
+  set masq_nets {{ type ipv4_addr; flags interval; }}
+  map ports {{ type inet_proto . inet_service : ipv4_addr . inet_service; }}
+  map ports_ip {{ type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }}
+  map from_bridge {{ type ifname : verdict; }}
+  map to_bridge {{ type ifname : verdict; }}
+  chain published {{
+    dnat ip to ip daddr . meta l4proto . th dport map @ports_ip
+    dnat ip to meta l4proto . th dport map @ports
+  }}
+  chain prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+    fib daddr type local jump published
+  }}
+  chain output {{
+    type nat hook output priority -100; policy accept;
+    fib daddr type local jump published
+  }}
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    ct status dnat ip saddr 127.0.0.0/8 masquerade
+    ct status dnat ip saddr @nets oifname @bridges masquerade
+    ip saddr @masq_nets oifname != @bridges masquerade
+  }}
+  chain forward {{
+    type filter hook forward priority filter; policy accept;
+    iifname vmap @from_bridge
+    oifname vmap @to_bridge
+  }}
+}}"
+        );
+        self.run(&rules)
+    }
+
+    /// Deletes the table and everything in it.
+    pub fn delete_table(&mut self) {
+        let t = self.table.clone();
+        self.run_each(&format!("delete table ip {t}"));
+    }
+
+    /// Adds a network: NAT for its subnet (unless `internal`) and the
+    /// rules that keep it apart from hako's other networks. Repeating it
+    /// is harmless.
+    pub fn add_network(&mut self, bridge: &str, subnet: Ipv4Net, internal: bool) -> Result<()> {
+        let t = &self.table;
+        let b = quoted(bridge)?;
+        let mut c = String::new();
+        let _ = writeln!(c, "add element ip {t} bridges {{ {b} }}");
+        let _ = writeln!(c, "add element ip {t} nets {{ {subnet} }}");
+        if !internal {
+            let _ = writeln!(c, "add element ip {t} masq_nets {{ {subnet} }}");
+        }
+        // Leaving the network: within it, to published ports, and (unless
+        // internal) out to the world; not to another hako network.
+        let _ = writeln!(c, "add chain ip {t} from-{bridge}");
+        let _ = writeln!(c, "flush chain ip {t} from-{bridge}");
+        let _ = writeln!(c, "add rule ip {t} from-{bridge} oifname {b} accept");
+        let _ = writeln!(c, "add rule ip {t} from-{bridge} ct status dnat accept");
+        let _ = writeln!(c, "add rule ip {t} from-{bridge} oifname @bridges drop");
+        let _ = writeln!(
+            c,
+            "add rule ip {t} from-{bridge} {}",
+            if internal { "drop" } else { "accept" }
+        );
+        // Entering it from elsewhere: replies and published ports only.
+        let _ = writeln!(c, "add chain ip {t} to-{bridge}");
+        let _ = writeln!(c, "flush chain ip {t} to-{bridge}");
+        if !internal {
+            let _ = writeln!(
+                c,
+                "add rule ip {t} to-{bridge} ct state established,related accept"
+            );
+            let _ = writeln!(c, "add rule ip {t} to-{bridge} ct status dnat accept");
+        }
+        let _ = writeln!(c, "add rule ip {t} to-{bridge} drop");
+        let _ = writeln!(
+            c,
+            "add element ip {t} from_bridge {{ {b} : jump from-{bridge} }}"
+        );
+        let _ = writeln!(
+            c,
+            "add element ip {t} to_bridge {{ {b} : jump to-{bridge} }}"
+        );
+        self.run(&c)
+    }
+
+    /// Removes what [`Firewall::add_network`] added.
+    pub fn remove_network(&mut self, bridge: &str, subnet: Ipv4Net) -> Result<()> {
+        let t = self.table.clone();
+        let b = quoted(bridge)?;
+        let mut c = String::new();
+        let _ = writeln!(c, "delete element ip {t} from_bridge {{ {b} }}");
+        let _ = writeln!(c, "delete element ip {t} to_bridge {{ {b} }}");
+        let _ = writeln!(c, "delete chain ip {t} from-{bridge}");
+        let _ = writeln!(c, "delete chain ip {t} to-{bridge}");
+        let _ = writeln!(c, "delete element ip {t} bridges {{ {b} }}");
+        let _ = writeln!(c, "delete element ip {t} nets {{ {subnet} }}");
+        self.run_each(&c);
+        // Only non-internal networks are in `masq_nets`.
+        self.run_each(&format!("delete element ip {t} masq_nets {{ {subnet} }}"));
+        Ok(())
+    }
+
+    fn port_key(p: &PortMapping, host_port: u16) -> (&'static str, String) {
+        match p.host_ip {
+            Some(ip) if !ip.is_unspecified() => (
+                "ports_ip",
+                format!("{ip} . {} . {host_port}", proto(p.protocol)),
+            ),
+            _ => ("ports", format!("{} . {host_port}", proto(p.protocol))),
+        }
+    }
+
+    /// Publishes `ports` of the container at `ip`. A host port that is
+    /// published already (by any container of this table) fails the whole
+    /// set, naming the port.
+    pub fn add_ports(&mut self, ip: Ipv4Addr, ports: &[PortMapping]) -> Result<()> {
+        if ports.is_empty() {
+            return Ok(());
+        }
+        let t = self.table.clone();
+        let mut c = String::new();
+        for p in ports {
+            for i in 0..p.count() {
+                let (map, key) = Self::port_key(p, p.host_port + i);
+                let _ = writeln!(
+                    c,
+                    "create element ip {t} {map} {{ {key} : {ip} . {} }}",
+                    p.container_port + i
+                );
+            }
+        }
+        self.run(&c).map_err(|e| match e {
+            Error::Firewall(m) if m.contains("File exists") => Error::PortInUse(format!(
+                "a host port of {} is published already by another container",
+                ports
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            e => e,
+        })
+    }
+
+    /// Removes published ports (those that are gone already are skipped).
+    pub fn remove_ports(&mut self, ports: &[PortMapping]) {
+        if ports.is_empty() {
+            return;
+        }
+        let t = self.table.clone();
+        let mut c = String::new();
+        for p in ports {
+            for i in 0..p.count() {
+                let (map, key) = Self::port_key(p, p.host_port + i);
+                let _ = writeln!(c, "delete element ip {t} {map} {{ {key} }}");
+            }
+        }
+        self.run_each(&c);
+    }
+}
