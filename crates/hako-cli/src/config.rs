@@ -8,6 +8,10 @@
 //! insecure = ["registry.local:5000"]     # plain http
 //! [registries.mirrors]
 //! "docker.io" = ["mirror.local:5000"]    # tried first for pulls
+//! [network]
+//! dns_upstream = ["127.0.0.1:5353"]     # where user networks' resolver
+//!                                       # sends other names (default: the
+//!                                       # host's /etc/resolv.conf servers)
 //! ```
 //!
 //! Extra CA certificates for a registry go in
@@ -24,6 +28,15 @@ use std::path::PathBuf;
 pub struct Config {
     #[serde(default)]
     pub registries: Registries,
+    #[serde(default)]
+    pub network: NetworkConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    #[serde(default)]
+    pub dns_upstream: Vec<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -63,6 +76,9 @@ impl Config {
                 .with_context(|| format!("{}: not a valid hako configuration", path.display()))?;
             cfg.registries.insecure.extend(more.registries.insecure);
             cfg.registries.mirrors.extend(more.registries.mirrors);
+            if !more.network.dns_upstream.is_empty() {
+                cfg.network.dns_upstream = more.network.dns_upstream;
+            }
             if more.registries.certs_dir.is_some() {
                 cfg.registries.certs_dir = more.registries.certs_dir;
             }

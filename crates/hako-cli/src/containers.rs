@@ -30,13 +30,16 @@ impl std::error::Error for ExitError {}
 
 pub(crate) fn engine(ctx: &Ctx) -> Result<Engine> {
     let exe = std::env::current_exe().context("find the hako binary")?;
-    Engine::open(&ctx.root, &ctx.runroot, &exe).with_context(|| {
+    let mut e = Engine::open(&ctx.root, &ctx.runroot, &exe).with_context(|| {
         format!(
             "open the container state at {} and {}",
             ctx.root.display(),
             ctx.runroot.display()
         )
-    })
+    })?;
+    let cfg = crate::config::Config::load()?;
+    e.dns_upstream = cfg.network.dns_upstream;
+    Ok(e)
 }
 
 #[derive(Args, Clone, Default)]
@@ -125,9 +128,29 @@ pub struct CreateArgs {
     shm_size: Option<String>,
     #[arg(long)]
     sysctl: Vec<String>,
-    /// none (the default until bridge networks exist) or host.
-    #[arg(long, alias = "net", default_value = "none")]
-    network: String,
+    /// bridge (the default), none, host, container:NAME|ID, or a network
+    /// made with `hako network create` (repeat it to join several).
+    #[arg(long, alias = "net")]
+    network: Vec<String>,
+    /// Another name for the container on its (first) user network.
+    #[arg(long = "network-alias", alias = "net-alias")]
+    network_alias: Vec<String>,
+    /// The container's IPv4 address on its first network.
+    #[arg(long)]
+    ip: Option<std::net::Ipv4Addr>,
+    /// The container's MAC address on its first network.
+    #[arg(long = "mac-address")]
+    mac_address: Option<String>,
+    /// Publish a port: [IP:][HOSTPORT:]CONTAINERPORT[/tcp|udp] (ranges:
+    /// 8000-8009:80-89; no host port: a free one).
+    #[arg(short = 'p', long = "publish")]
+    publish: Vec<String>,
+    /// Publish every port the image exposes (and --expose) on free host ports.
+    #[arg(short = 'P', long = "publish-all")]
+    publish_all: bool,
+    /// A port to expose (published with -P): PORT[/tcp|udp].
+    #[arg(long)]
+    expose: Vec<String>,
     /// runc, crun, or the path of any OCI runtime binary.
     #[arg(long)]
     runtime: Option<String>,
@@ -333,7 +356,7 @@ fn build_config(a: &CreateArgs) -> Result<ContainerConfig> {
         interactive: a.interactive,
         auto_remove: a.rm,
         hostname: a.hostname.clone(),
-        network: a.network.clone(),
+        publish_all: a.publish_all,
         stop_signal: a.stop_signal.clone(),
         stop_timeout: a.stop_timeout,
         read_only: a.read_only,
@@ -477,7 +500,65 @@ fn build_config(a: &CreateArgs) -> Result<ContainerConfig> {
             .with_context(|| format!("--rootfs {}: no such directory", a.image))?;
         c.rootfs = Some(p);
     }
+    network_config(a, &mut c)?;
     Ok(c)
+}
+
+/// `--network` and its companions, `-p`, `-P` and `--expose`.
+fn network_config(a: &CreateArgs, c: &mut ContainerConfig) -> Result<()> {
+    let special = |n: &str| matches!(n, "none" | "host") || n.starts_with("container:");
+    match a.network.as_slice() {
+        [] => {}
+        [one] if special(one) => c.network = one.clone(),
+        many => {
+            if let Some(s) = many.iter().find(|n| special(n)) {
+                bail!("--network {s} cannot be combined with other networks");
+            }
+            for (i, name) in many.iter().enumerate() {
+                let first = i == 0;
+                c.networks.push(hako_engine::networks::NetworkRequest {
+                    name: name.clone(),
+                    aliases: if first {
+                        a.network_alias.clone()
+                    } else {
+                        Vec::new()
+                    },
+                    ip: a.ip.filter(|_| first),
+                    mac: a.mac_address.clone().filter(|_| first),
+                });
+            }
+        }
+    }
+    if c.networks.is_empty()
+        && (!a.network_alias.is_empty() || a.ip.is_some() || a.mac_address.is_some())
+    {
+        if special(&c.network) {
+            bail!(
+                "--network-alias, --ip and --mac-address need a network of the container's own, not {}",
+                c.network
+            );
+        }
+        c.networks.push(hako_engine::networks::NetworkRequest {
+            name: hako_engine::networks::DEFAULT_NETWORK.into(),
+            aliases: a.network_alias.clone(),
+            ip: a.ip,
+            mac: a.mac_address.clone(),
+        });
+    }
+    for p in &a.publish {
+        c.ports
+            .push(hako_net::PortMapping::parse(p).map_err(|e| anyhow!("--publish: {e}"))?);
+    }
+    if a.publish_all {
+        for e in &a.expose {
+            let p = hako_net::PortMapping::parse(e).map_err(|e| anyhow!("--expose: {e}"))?;
+            if p.host_port != 0 || p.host_ip.is_some() {
+                bail!("--expose {e}: give a container port only, e.g. 80/tcp");
+            }
+            c.ports.push(p);
+        }
+    }
+    Ok(())
 }
 
 /// Resolves the image, pulling it as `--pull` says.
@@ -967,7 +1048,17 @@ fn status_text(c: &Container) -> String {
     }
 }
 
-fn ps_row(c: &Container, no_trunc: bool) -> Value {
+/// A container's published ports as `ps` shows them.
+fn ports_text(e: &Engine, c: &Container) -> String {
+    e.published_ports(&c.id)
+        .unwrap_or_default()
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn ps_row(c: &Container, no_trunc: bool, ports: String) -> Value {
     let mut command = c.command().join(" ");
     if !no_trunc && command.chars().count() > 20 {
         command = format!("{}…", command.chars().take(19).collect::<String>());
@@ -990,11 +1081,15 @@ fn ps_row(c: &Container, no_trunc: bool) -> Value {
         "RunningFor": created,
         "Status": status_text(c),
         "State": c.status.as_str(),
-        "Ports": "",
+        "Ports": ports,
         "Names": c.name,
         "Labels": labels,
         "Mounts": c.config.mounts.iter().map(|m| m.target.clone()).collect::<Vec<_>>().join(","),
-        "Networks": c.config.network,
+        "Networks": if c.config.networks.is_empty() {
+            c.config.network.clone()
+        } else {
+            c.config.networks.iter().map(|n| n.name.clone()).collect::<Vec<_>>().join(",")
+        },
         "Size": "",
     })
 }
@@ -1043,7 +1138,10 @@ pub fn ps(ctx: &Ctx, a: PsArgs) -> Result<i32> {
         }
         return Ok(0);
     }
-    let rows: Vec<Value> = list.iter().map(|c| ps_row(c, a.no_trunc)).collect();
+    let rows: Vec<Value> = list
+        .iter()
+        .map(|c| ps_row(c, a.no_trunc, ports_text(&e, c)))
+        .collect();
     let default = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}";
     format::print_rows(&rows, a.format.as_deref(), default, &|f| match f {
         "ID" => "CONTAINER ID".into(),
@@ -1260,8 +1358,60 @@ pub fn inspect_json(e: &Engine, c: &Container) -> Value {
             "Labels": c.config.labels,
             "StopSignal": c.config.stop_signal,
         },
-        "NetworkSettings": {"Networks": {}, "Ports": {}},
+        "NetworkSettings": network_settings(e, c),
     })
+}
+
+/// `inspect`'s NetworkSettings, as Docker shows them: each network with
+/// the container's address on it, and the published ports.
+fn network_settings(e: &Engine, c: &Container) -> Value {
+    let endpoints = e.endpoints(&c.id).unwrap_or_default();
+    let mut networks = serde_json::Map::new();
+    for ep in &endpoints {
+        let net = e.network(&ep.network).ok();
+        networks.insert(
+            ep.network.clone(),
+            json!({
+                "NetworkID": net.as_ref().map(|n| n.id.clone()).unwrap_or_default(),
+                "IPAddress": ep.ip.to_string(),
+                "IPPrefixLen": net.as_ref().map(|n| n.subnet.prefix_len()).unwrap_or(0),
+                "Gateway": net.as_ref().map(|n| n.gateway.to_string()).unwrap_or_default(),
+                "MacAddress": ep.mac,
+                "Aliases": ep.aliases,
+            }),
+        );
+    }
+    let mut ports = serde_json::Map::new();
+    for p in e.published_ports(&c.id).unwrap_or_default() {
+        for i in 0..p.count() {
+            let key = format!("{}/{}", p.container_port + i, proto_name(p.protocol));
+            let binding = json!({
+                "HostIp": p.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED).to_string(),
+                "HostPort": (p.host_port + i).to_string(),
+            });
+            match ports.get_mut(&key).and_then(Value::as_array_mut) {
+                Some(list) => list.push(binding),
+                None => {
+                    ports.insert(key, json!([binding]));
+                }
+            }
+        }
+    }
+    let first = endpoints.first();
+    json!({
+        "Networks": networks,
+        "Ports": ports,
+        "IPAddress": first.map(|ep| ep.ip.to_string()).unwrap_or_default(),
+        "MacAddress": first.map(|ep| ep.mac.clone()).unwrap_or_default(),
+        "SandboxKey": if endpoints.is_empty() { String::new() } else { e.netns_path(&c.id).display().to_string() },
+    })
+}
+
+fn proto_name(p: hako_net::Protocol) -> &'static str {
+    match p {
+        hako_net::Protocol::Tcp => "tcp",
+        hako_net::Protocol::Udp => "udp",
+    }
 }
 
 /// `inspect` of containers; `None` if `name` is not a container.
@@ -1507,10 +1657,40 @@ fn proxy_pty(
     }))
 }
 
-pub fn port(ctx: &Ctx, name: &str) -> Result<i32> {
-    // No published ports until bridge networks exist; the container must
-    // exist all the same.
-    engine(ctx)?.get(name)?;
+/// `port CONTAINER [PORT[/PROTO]]`: `80/tcp -> 0.0.0.0:8080` per port.
+pub fn port(ctx: &Ctx, name: &str, which: Option<&str>) -> Result<i32> {
+    let mut e = engine(ctx)?;
+    let c = e.get(name)?;
+    let wanted = which
+        .map(|w| {
+            let (port, proto) = w.split_once('/').unwrap_or((w, "tcp"));
+            port.parse::<u16>()
+                .map(|p| (p, proto.to_string()))
+                .map_err(|_| anyhow!("{w}: write PORT or PORT/PROTO, e.g. 80/tcp"))
+        })
+        .transpose()?;
+    let mut found = false;
+    for p in e.published_ports(&c.id)? {
+        for i in 0..p.count() {
+            let (cport, proto) = (p.container_port + i, proto_name(p.protocol));
+            let host = format!(
+                "{}:{}",
+                p.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+                p.host_port + i
+            );
+            match &wanted {
+                Some((w, wp)) if *w == cport && wp == proto => {
+                    println!("{host}");
+                    found = true;
+                }
+                Some(_) => {}
+                None => println!("{cport}/{proto} -> {host}"),
+            }
+        }
+    }
+    if let (Some(w), false) = (which, found) {
+        bail!("no public port {w} published for {}", c.name);
+    }
     Ok(0)
 }
 
@@ -1755,4 +1935,30 @@ pub fn stats(ctx: &Ctx, a: StatsArgs) -> Result<i32> {
         }
         std::io::stdout().flush()?;
     }
+}
+
+/// `system reset`: everything of this store goes, containers first.
+pub fn reset(ctx: &Ctx, force: bool) -> Result<i32> {
+    if !force {
+        println!(
+            "WARNING! This will remove all containers, networks, volumes and images of {}.",
+            ctx.root.display()
+        );
+        if !crate::volumes::confirm("Are you sure you want to continue?")? {
+            return Ok(0);
+        }
+    }
+    let mut e = engine(ctx)?;
+    for c in e.list()? {
+        e.remove_with_volumes(&c.id, true, true)
+            .with_context(|| format!("remove container {}", c.name))?;
+    }
+    e.network_reset()?;
+    e.volume_prune(true)?;
+    let store = e.store()?;
+    for img in store.images()? {
+        store.remove_image(&img.id)?;
+    }
+    store.collect_garbage()?;
+    Ok(0)
 }

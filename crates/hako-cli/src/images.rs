@@ -385,6 +385,9 @@ fn inspect_names(ctx: &Ctx, a: InspectArgs, containers: bool) -> Result<i32> {
             Err(_) if containers && let Some(v) = crate::volumes::inspect_volume(ctx, name)? => {
                 out.push(v);
             }
+            Err(_) if containers && let Some(v) = crate::networks::inspect_network(ctx, name)? => {
+                out.push(v);
+            }
             Err(e) => {
                 eprintln!("Error: {e}");
                 code = 1;

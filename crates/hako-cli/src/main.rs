@@ -7,6 +7,7 @@ mod containers;
 mod files;
 mod format;
 mod images;
+mod networks;
 mod progress;
 mod volumes;
 
@@ -168,6 +169,9 @@ enum Command {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(volumes::VolumeCommand),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(networks::NetworkCommand),
 }
 
 #[derive(Subcommand)]
@@ -228,12 +232,21 @@ enum ContainerCommand {
 #[derive(Args)]
 pub struct PortArgs {
     container: String,
+    /// Only this container port: PORT[/tcp|udp].
+    port: Option<String>,
 }
 
 #[derive(Subcommand)]
 enum SystemCommand {
     /// Show disk use.
     Df(DfArgs),
+    /// Remove every container, network, volume and image of this store,
+    /// and what they hold on the host (bridges, firewall table).
+    Reset {
+        /// Do not ask.
+        #[arg(short, long)]
+        force: bool,
+    },
 }
 
 #[derive(Args)]
@@ -313,7 +326,7 @@ fn run(cli: Cli) -> Result<i32> {
         }
         Command::Top(a) | Command::Container(ContainerCommand::Top(a)) => containers::top(&ctx, a),
         Command::Port(a) | Command::Container(ContainerCommand::Port(a)) => {
-            containers::port(&ctx, &a.container)
+            containers::port(&ctx, &a.container, a.port.as_deref())
         }
         Command::Container(ContainerCommand::Prune(a)) => containers::prune(&ctx, a),
         Command::Completion { shell } => {
@@ -336,7 +349,9 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Login(a) => images::login(&ctx, a),
         Command::Logout(a) => images::logout(&ctx, a),
         Command::System(SystemCommand::Df(a)) => images::df(&ctx, a.format.as_deref()),
+        Command::System(SystemCommand::Reset { force }) => containers::reset(&ctx, force),
         Command::Volume(c) => volumes::run(&ctx, c),
+        Command::Network(c) => networks::run(&ctx, c),
     }
 }
 

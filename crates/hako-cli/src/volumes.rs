@@ -267,7 +267,7 @@ fn rm(ctx: &Ctx, a: RmArgs) -> Result<i32> {
     Ok(if failed { 1 } else { 0 })
 }
 
-fn confirm(question: &str) -> Result<bool> {
+pub fn confirm(question: &str) -> Result<bool> {
     print!("{question} [y/N] ");
     std::io::stdout().flush()?;
     let mut line = String::new();

@@ -197,10 +197,12 @@ fn foreground_run_output_and_exit_codes() {
         "-n",
         "true",
     ]);
-    // No network but loopback, and it is up.
+    // With --network none: no network but loopback, and it is up.
     let out = s.ok(&[
         "run",
         "--rm",
+        "--network",
+        "none",
         &s.image,
         "sh",
         "-c",

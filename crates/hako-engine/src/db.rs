@@ -34,7 +34,7 @@ CREATE TABLE IF NOT EXISTS containers (
 ";
 
 /// Raised whenever a table is added or changed.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -63,8 +63,9 @@ fn init(root: &Path, conn: &Connection) -> Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(|e| Error::db(&db, e))?;
     conn.execute_batch(&format!(
-        "BEGIN IMMEDIATE; {SCHEMA} {} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;",
-        crate::volumes::SCHEMA
+        "BEGIN IMMEDIATE; {SCHEMA} {} {} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;",
+        crate::volumes::SCHEMA,
+        crate::networks::SCHEMA
     ))
     .map_err(|e| Error::db(&db, e))
 }

@@ -24,6 +24,8 @@ pub enum Error {
     Image(#[from] hako_image::error::Error),
     #[error(transparent)]
     Runtime(#[from] hako_runtime::Error),
+    #[error("network: {0}")]
+    Network(String),
     #[error(transparent)]
     Volume(#[from] crate::volumes::VolumeError),
     /// The container could not start; Docker's exit codes: 126 when the

@@ -10,6 +10,7 @@
 pub mod db;
 pub mod error;
 pub mod files;
+pub mod networks;
 pub mod rootfs;
 pub mod spec;
 pub mod volumes;
@@ -20,6 +21,7 @@ use hako_image::snapshot::Snapshotter;
 use hako_image::store::Store;
 use hako_monitor::{ExitRecord, MonitorConfig, Ready};
 pub use hako_monitor::{Request, RestartPolicy};
+use hako_net::{Endpoint, Network};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs;
@@ -113,7 +115,14 @@ pub struct ContainerConfig {
     pub max_restarts: u32,
     pub hostname: Option<String>,
     pub labels: BTreeMap<String, String>,
+    /// `none`, `host`, `container:ID`, or the first network's name.
     pub network: String,
+    /// The networks it joins (for a network of its own).
+    pub networks: Vec<networks::NetworkRequest>,
+    /// Published ports (`-p`, and `-P`'s exposed ports).
+    pub ports: Vec<hako_net::PortMapping>,
+    /// `-P`: every port the image exposes, on free host ports.
+    pub publish_all: bool,
     pub stop_signal: Option<String>,
     pub stop_timeout: Option<u32>,
     pub read_only: bool,
@@ -282,6 +291,11 @@ pub struct Engine {
     pub runroot: PathBuf,
     db: db::Db,
     monitor_bin: PathBuf,
+    /// The resolver of user networks' names.
+    dns_bin: PathBuf,
+    /// Where that resolver sends other names (empty: the host's
+    /// resolv.conf servers).
+    pub dns_upstream: Vec<std::net::SocketAddr>,
     /// The exit command the monitors run: `hako --root … container cleanup`.
     hako_bin: PathBuf,
     store: std::cell::OnceCell<Store>,
@@ -391,6 +405,10 @@ impl Engine {
             runroot: runroot.to_path_buf(),
             db: db::Db::open(root)?,
             monitor_bin,
+            dns_bin: std::env::var_os("HAKO_DNS")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| hako_bin.with_file_name("hako-dns")),
+            dns_upstream: Vec::new(),
             hako_bin: hako_bin.to_path_buf(),
             store: std::cell::OnceCell::new(),
         })
@@ -609,15 +627,7 @@ impl Engine {
                 "no command specified: the image has no Cmd or Entrypoint; give a command after the image name".into(),
             ));
         }
-        if config.network.is_empty() {
-            config.network = "none".into();
-        }
-        if !matches!(config.network.as_str(), "none" | "host") {
-            return Err(Error::Invalid(format!(
-                "network {:?}: only \"none\" and \"host\" are available (bridge networks are not there yet)",
-                config.network
-            )));
-        }
+        self.plan_network(&mut config, image)?;
         spec::capabilities(&config)?;
         if config.tty && config.runtime.is_some() {
             return Err(Error::Invalid(
@@ -682,6 +692,115 @@ impl Engine {
         Ok(c)
     }
 
+    /// Settles `config`'s network: the mode, the networks it joins (the
+    /// default `bridge` when none is named), and its published ports
+    /// (`-P`: the image's exposed ports, each on a free host port).
+    fn plan_network(
+        &self,
+        config: &mut ContainerConfig,
+        image: Option<&hako_image::Image>,
+    ) -> Result<()> {
+        if config.network.is_empty() {
+            config.network = networks::DEFAULT_NETWORK.into();
+        }
+        if let Some(other) = config.network.strip_prefix("container:") {
+            let o = self.db.lookup(other)?;
+            if o.config.network.starts_with("container:") {
+                return Err(Error::Invalid(format!(
+                    "container {} is itself in another container's network; join that one",
+                    o.name
+                )));
+            }
+            config.network = format!("container:{}", o.id);
+        }
+        let networked = networks::networked(&config.network);
+        if !networked {
+            if !config.networks.is_empty() || !config.ports.is_empty() || config.publish_all {
+                let what = if config.ports.is_empty() && !config.publish_all {
+                    "networks"
+                } else {
+                    "published ports"
+                };
+                return Err(Error::Invalid(format!(
+                    "network mode {} takes no {what}; drop them or use a network",
+                    config.network
+                )));
+            }
+            return Ok(());
+        }
+        if config.networks.is_empty() {
+            config.networks.push(networks::NetworkRequest {
+                name: config.network.clone(),
+                ..Default::default()
+            });
+        }
+        config.network = config.networks[0].name.clone();
+        for req in &mut config.networks {
+            // Checked now, so that `run` fails before it makes anything;
+            // recorded by name (a network made again later is found).
+            let net = self.network(&req.name)?;
+            req.name = net.name;
+            if !net.dns && !req.aliases.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "network-scoped aliases work on user networks only, not on {}",
+                    req.name
+                )));
+            }
+        }
+        if config.publish_all
+            && let Some(img) = image
+        {
+            let exposed = img
+                .config
+                .config
+                .as_ref()
+                .map(|c| c["ExposedPorts"].clone());
+            if let Some(serde_json::Value::Object(ports)) = exposed {
+                for key in ports.keys() {
+                    let p = hako_net::PortMapping::parse(key)
+                        .map_err(|e| Error::Invalid(e.to_string()))?;
+                    if !config
+                        .ports
+                        .iter()
+                        .any(|q| q.container_port == p.container_port && q.protocol == p.protocol)
+                    {
+                        config.ports.push(p);
+                    }
+                }
+            }
+        }
+        for req in &config.networks {
+            if let Some(mac) = &req.mac {
+                hako_net::check_mac(mac).map_err(|e| Error::Invalid(e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The network namespace a container joins: its own (kept in a file),
+    /// another container's, or none (a new empty one, or the host's).
+    fn netns_of(&self, c: &Container) -> Result<Option<PathBuf>> {
+        if let Some(other) = c.config.network.strip_prefix("container:") {
+            let o = self
+                .db
+                .get(other)?
+                .filter(|o| matches!(o.status, Status::Running | Status::Paused))
+                .ok_or_else(|| {
+                    Error::Conflict(format!(
+                        "the container whose network {} joins is not running; start it first",
+                        c.name
+                    ))
+                })?;
+            let file = self.netns_path(&o.id);
+            return Ok(Some(if hako_net::netns::exists(&file) {
+                file
+            } else {
+                PathBuf::from(format!("/proc/{}/ns/net", o.pid))
+            }));
+        }
+        Ok(networks::networked(&c.config.network).then(|| self.netns_path(&c.id)))
+    }
+
     fn rootfs_path(&self, c: &Container) -> Result<PathBuf> {
         match &c.config.rootfs {
             Some(p) => Ok(p.clone()),
@@ -689,8 +808,9 @@ impl Engine {
         }
     }
 
-    /// Mounts the root filesystem and writes the bundle.
-    fn prepare(&self, c: &Container) -> Result<PathBuf> {
+    /// Mounts the root filesystem and writes the bundle; `endpoints` are
+    /// the container's places on its networks (set up already).
+    fn prepare(&self, c: &Container, endpoints: &[(Network, Endpoint)]) -> Result<PathBuf> {
         let dir = self.container_dir(&c.id);
         let rootfs = self.rootfs_path(c)?;
         if c.config.rootfs.is_none() {
@@ -727,23 +847,52 @@ impl Engine {
                 }
             });
             let host_net = c.config.network == "host";
-            let files = [
-                ("hostname", format!("{hostname}\n")),
-                (
-                    "hosts",
-                    spec::hosts_file(&hostname, &c.config.add_hosts, host_net)?,
-                ),
-                ("resolv.conf", spec::resolv_conf(&c.config.dns, host_net)?),
-            ];
-            for (name, text) in files {
-                fs::write(dir.join(name), text)
-                    .ctx(|| format!("write {}", dir.join(name).display()))?;
+            let netns = self.netns_of(c)?;
+            if let Some(other) = c.config.network.strip_prefix("container:") {
+                // Docker: a container in another's network namespace uses
+                // its names and resolvers too.
+                for name in ["hostname", "hosts", "resolv.conf"] {
+                    let from = self.container_dir(other).join(name);
+                    fs::copy(&from, dir.join(name)).ctx(|| format!("copy {}", from.display()))?;
+                }
+            } else {
+                let own_ip = endpoints.first().map(|(_, ep)| ep.ip);
+                // On a user network the resolver at the gateway answers.
+                let resolver = endpoints
+                    .iter()
+                    .find(|(n, _)| n.dns)
+                    .map(|(n, _)| n.gateway);
+                let files = [
+                    ("hostname", format!("{hostname}\n")),
+                    (
+                        "hosts",
+                        spec::hosts_file(&hostname, &c.config.add_hosts, host_net, own_ip)?,
+                    ),
+                    (
+                        "resolv.conf",
+                        spec::resolv_conf(&c.config.dns, host_net, resolver)?,
+                    ),
+                ];
+                for (name, text) in files {
+                    fs::write(dir.join(name), text)
+                        .ctx(|| format!("write {}", dir.join(name).display()))?;
+                }
             }
             let env = spec::environment(&c.config.image_env, &c.config, &hostname, &user.home);
             let mut cfg = c.config.clone();
             cfg.hostname = Some(hostname);
             self.prepare_volumes(&rootfs, &mut cfg.mounts)?;
-            let spec = spec::generate(&cfg, &c.id, &rootfs, &c.command(), env, &cwd, &user, &dir)?;
+            let spec = spec::generate(
+                &cfg,
+                &c.id,
+                &rootfs,
+                &c.command(),
+                env,
+                &cwd,
+                &user,
+                &dir,
+                netns.as_deref(),
+            )?;
             let bytes =
                 serde_json::to_vec_pretty(&spec).map_err(|e| Error::Invalid(e.to_string()))?;
             hako_monitor::write_atomic(&dir.join("config.json"), &bytes)
@@ -799,7 +948,14 @@ impl Engine {
             }
             _ => {}
         }
-        let bundle = self.prepare(&c)?;
+        let endpoints = self.network_up(&c)?;
+        let bundle = match self.prepare(&c, &endpoints) {
+            Ok(b) => b,
+            Err(e) => {
+                self.network_down(&c.id);
+                return Err(e);
+            }
+        };
         hako_runtime::trace::mark("engine: rootfs mounted, spec written");
         let run_dir = self.run_dir(&c.id);
         let _ = fs::remove_dir_all(&run_dir);
@@ -935,6 +1091,7 @@ impl Engine {
 
     /// Unmounts the root filesystem (mounted by `prepare`).
     fn release(&self, c: &Container) {
+        self.network_down(&c.id);
         if c.config.rootfs.is_none()
             && let Ok(p) = self.rootfs_path(c)
         {
@@ -1390,6 +1547,7 @@ impl Engine {
                 "/",
                 &user,
                 Path::new("/"),
+                None,
             )?;
             let mut wanted = spec["linux"]["resources"].clone();
             // The device rules stay as they are: rewriting them would

@@ -212,6 +212,7 @@ pub fn generate(
     cwd: &str,
     user: &User,
     files: &Path,
+    netns: Option<&Path>,
 ) -> Result<Value> {
     let caps = capabilities(cfg)?;
     let hostname = cfg.hostname.clone().unwrap_or_else(|| id[..12].to_string());
@@ -292,8 +293,10 @@ pub fn generate(
         json!({"type": "uts"}),
         json!({"type": "mount"}),
     ];
-    if cfg.network != "host" {
-        namespaces.push(json!({"type": "network"}));
+    match netns {
+        Some(path) => namespaces.push(json!({"type": "network", "path": path})),
+        None if cfg.network != "host" => namespaces.push(json!({"type": "network"})),
+        None => {}
     }
     if hako_cgroups_v2() {
         namespaces.push(json!({"type": "cgroup"}));
@@ -412,14 +415,21 @@ fn hako_cgroups_v2() -> bool {
 }
 
 /// `/etc/hosts` of a container.
-pub fn hosts_file(hostname: &str, add_hosts: &[String], host_network: bool) -> Result<String> {
+pub fn hosts_file(
+    hostname: &str,
+    add_hosts: &[String],
+    host_network: bool,
+    own_ip: Option<std::net::Ipv4Addr>,
+) -> Result<String> {
     let mut s = if host_network {
         std::fs::read_to_string("/etc/hosts").unwrap_or_default()
     } else {
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n".to_string()
     };
-    if !host_network {
-        s.push_str(&format!("127.0.1.1\t{hostname}\n"));
+    match own_ip {
+        Some(ip) => s.push_str(&format!("{ip}\t{hostname}\n")),
+        None if !host_network => s.push_str(&format!("127.0.1.1\t{hostname}\n")),
+        None => {}
     }
     for h in add_hosts {
         let (name, ip) = h
@@ -435,9 +445,14 @@ pub fn hosts_file(hostname: &str, add_hosts: &[String], host_network: bool) -> R
     Ok(s)
 }
 
-/// `/etc/resolv.conf`: `--dns` servers, else the host's file without
-/// loopback servers (unreachable from the container's own network).
-pub fn resolv_conf(dns: &[String], host_network: bool) -> Result<String> {
+/// `/etc/resolv.conf`: `--dns` servers, else `resolver` (hako's, on a
+/// user network), else the host's file without loopback servers
+/// (unreachable from the container's own network).
+pub fn resolv_conf(
+    dns: &[String],
+    host_network: bool,
+    resolver: Option<std::net::Ipv4Addr>,
+) -> Result<String> {
     for d in dns {
         if d.parse::<std::net::IpAddr>().is_err() {
             return Err(Error::Invalid(format!("--dns {d}: not an IP address")));
@@ -450,7 +465,7 @@ pub fn resolv_conf(dns: &[String], host_network: bool) -> Result<String> {
         if let Some(ns) = t.strip_prefix("nameserver") {
             let ns = ns.trim();
             let loopback = ns.starts_with("127.") || ns == "::1";
-            if !dns.is_empty() || (loopback && !host_network) {
+            if !dns.is_empty() || resolver.is_some() || (loopback && !host_network) {
                 continue;
             }
         }
@@ -459,6 +474,9 @@ pub fn resolv_conf(dns: &[String], host_network: bool) -> Result<String> {
     }
     for d in dns {
         out.push_str(&format!("nameserver {d}\n"));
+    }
+    if let (true, Some(r)) = (dns.is_empty(), resolver) {
+        out.push_str(&format!("nameserver {r}\n"));
     }
     Ok(out)
 }

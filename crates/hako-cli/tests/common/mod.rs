@@ -24,12 +24,9 @@ impl Default for Hako {
 /// removed and anything still mounted under its directory goes.
 impl Drop for Hako {
     fn drop(&mut self) {
-        if self.root().join("hako.db").exists()
-            && let Ok(out) = self.cmd().args(["ps", "-a", "-q", "--no-trunc"]).output()
-        {
-            for id in String::from_utf8_lossy(&out.stdout).lines() {
-                let _ = self.cmd().args(["rm", "-f", "-v", id]).output();
-            }
+        // Containers, networks (bridges, the firewall table), volumes.
+        if self.root().join("hako.db").exists() {
+            let _ = self.cmd().args(["system", "reset", "-f"]).output();
         }
         let dir = self.dir.path().to_string_lossy().into_owned();
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -172,13 +169,15 @@ pub fn ensure_monitor() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let hako = Path::new(env!("CARGO_BIN_EXE_hako"));
-        if !hako.with_file_name("hako-monitor").exists() {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let st = Command::new(cargo)
-                .args(["build", "-p", "hako-monitor"])
-                .status()
-                .unwrap();
-            assert!(st.success(), "build hako-monitor");
+        for (bin, package) in [("hako-monitor", "hako-monitor"), ("hako-dns", "hako-net")] {
+            if !hako.with_file_name(bin).exists() {
+                let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+                let st = Command::new(cargo)
+                    .args(["build", "-p", package, "--bin", bin])
+                    .status()
+                    .unwrap();
+                assert!(st.success(), "build {bin}");
+            }
         }
     });
 }
