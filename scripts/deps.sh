@@ -3,9 +3,9 @@
 # --tests adds what the test suite drives: peers, podman, the VM for the
 # cgroup v2 run.
 set -euo pipefail
-pkgs=(busybox-static libseccomp-dev pkg-config gcc binutils jq tini)
+pkgs=(busybox-static libseccomp-dev pkg-config gcc binutils jq tini libnftables1)
 if [[ ${1:-} == --tests ]]; then
-    pkgs+=(runc crun podman containerd qemu-system-x86 cpio docker-registry skopeo apache2-utils debootstrap openssl)
+    pkgs+=(runc crun podman containerd qemu-system-x86 cpio docker-registry skopeo apache2-utils debootstrap openssl nftables iproute2 python3)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -134,10 +134,18 @@ impl Setup {
                 .as_str()
                 .unwrap()
                 .to_string();
-            let ports: Vec<_> = std::fs::read_dir(format!("/sys/class/net/{bridge}/brif"))
-                .map(|d| d.flatten().map(|e| e.file_name()).collect())
-                .unwrap_or_default();
-            assert!(ports.is_empty(), "veths left on {bridge}: {ports:?}");
+            // The kernel unplugs a removed namespace's veths in the
+            // background, within moments.
+            let ports = || -> Vec<_> {
+                std::fs::read_dir(format!("/sys/class/net/{bridge}/brif"))
+                    .map(|d| d.flatten().map(|e| e.file_name()).collect())
+                    .unwrap_or_default()
+            };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !ports().is_empty() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            assert!(ports().is_empty(), "veths left on {bridge}: {:?}", ports());
             assert_eq!(n["Containers"], serde_json::json!({}), "{id}");
         }
         if !table.is_empty() {

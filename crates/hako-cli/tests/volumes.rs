@@ -284,6 +284,18 @@ fn readonly_volume_refuses_writes() {
     assert!(s.data("ro").join("ok").exists());
     // Reading works.
     s.ok(&["run", "--rm", "-v", "ro:/data:ro", bb, "ls", "/data/ok"]);
+    // A file bound read-only where the image has nothing: its mount
+    // point is made as a file.
+    let file = s.h.dir.path().join("motd");
+    std::fs::write(&file, "hello file\n").unwrap();
+    let spec = format!("{}:/etc/new/motd:ro", file.display());
+    assert_eq!(
+        s.ok(&["run", "--rm", "-v", &spec, bb, "cat", "/etc/new/motd"]),
+        "hello file\n"
+    );
+    let out = s.run(&["run", "--rm", "-v", &spec, bb, "sh", "-c", "echo x > /etc/new/motd"]);
+    assert!(!out.status.success());
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "hello file\n");
     s.finish();
 }
 

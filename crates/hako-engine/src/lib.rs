@@ -835,7 +835,13 @@ impl Engine {
             }
             rootfs::make_dirs(&rootfs, &cwd)?;
             for m in &c.config.mounts {
-                rootfs::make_dirs(&rootfs, &m.target)?;
+                let file_source = m.kind == MountKind::Bind
+                    && fs::metadata(&m.source).is_ok_and(|md| !md.is_dir());
+                if file_source {
+                    rootfs::make_file(&rootfs, &m.target)?;
+                } else {
+                    rootfs::make_dirs(&rootfs, &m.target)?;
+                }
             }
             let hostname = c.config.hostname.clone().unwrap_or_else(|| {
                 if c.config.network == "host" {

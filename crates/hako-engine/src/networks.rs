@@ -786,7 +786,17 @@ impl Engine {
             .execute("DELETE FROM published WHERE container = ?1", [id]);
         let eps = self.endpoints(id).unwrap_or_default();
         if !eps.is_empty() {
-            if let Ok(mut host) = Netlink::open() {
+            // The veths go with the namespace below: the kernel unplugs
+            // them in the background (deleting each here would wait for
+            // it, ~10 ms a veth). Unless a container that joined this
+            // namespace still holds it: then they go now, before their
+            // addresses can be handed out again.
+            let joined = format!("container:{id}");
+            let pinned = self.db.all().unwrap_or_default().iter().any(|o| {
+                o.config.network == joined
+                    && matches!(o.status, crate::Status::Running | crate::Status::Paused)
+            });
+            if pinned && let Ok(mut host) = Netlink::open() {
                 for ep in &eps {
                     let _ = hako_net::detach(&mut host, ep);
                 }

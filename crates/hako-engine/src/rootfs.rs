@@ -85,6 +85,29 @@ pub fn make_dirs(rootfs: &Path, path: &str) -> Result<()> {
     Ok(())
 }
 
+/// Makes the empty file `path` (and its parent directories) in the
+/// container, unless something is there: the mount point of a file bind
+/// mount.
+pub fn make_file(rootfs: &Path, path: &str) -> Result<()> {
+    let (parent, name) = path.trim_end_matches('/').rsplit_once('/').unwrap_or(("", path));
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(Error::Invalid(format!("{path}: not a file name")));
+    }
+    make_dirs(rootfs, parent)?;
+    let root = open_root(rootfs)?;
+    let dir = open_in(&root, if parent.is_empty() { "/" } else { parent }, OFlags::PATH | OFlags::DIRECTORY)
+        .map_err(|e| Error::io(format!("{parent} in the container"), e.into()))?;
+    match rustix::fs::openat(
+        &dir,
+        name,
+        OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    ) {
+        Ok(_) | Err(rustix::io::Errno::EXIST) => Ok(()),
+        Err(e) => Err(Error::io(format!("create {path} in the container"), e.into())),
+    }
+}
+
 /// The user a process runs as, resolved as Docker resolves `USER`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct User {

@@ -32,7 +32,19 @@ struct Lib {
 
 const LIBRARY: &str = "libnftables.so.1";
 
+/// libnftables stays loaded once loaded: a command that sets up a
+/// container opens several contexts.
+static LIB: std::sync::OnceLock<Lib> = std::sync::OnceLock::new();
+
 impl Lib {
+    fn get() -> Result<&'static Lib> {
+        if let Some(l) = LIB.get() {
+            return Ok(l);
+        }
+        let l = Lib::load()?;
+        Ok(LIB.get_or_init(|| l))
+    }
+
     fn load() -> Result<Lib> {
         let missing = |e: libloading::Error| {
             Error::Firewall(format!(
@@ -67,7 +79,7 @@ impl Lib {
 
 /// hako's table (family `ip`) in the host's ruleset.
 pub struct Firewall {
-    lib: Lib,
+    lib: &'static Lib,
     ctx: *mut c_void,
     table: String,
 }
@@ -105,7 +117,7 @@ impl Firewall {
         if quoted(table).is_err() {
             return Err(Error::Invalid(format!("bad table name {table:?}")));
         }
-        let lib = Lib::load()?;
+        let lib = Lib::get()?;
         // SAFETY: plain constructor; 0 is NFT_CTX_DEFAULT.
         let ctx = unsafe { (lib.ctx_new)(0) };
         if ctx.is_null() {

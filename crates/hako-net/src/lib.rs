@@ -362,14 +362,25 @@ pub fn attach(
     })?;
     let ns = std::fs::File::open(netns)
         .map_err(|e| Error::io(format!("open {}", netns.display()), e))?;
-    host.create_veth(
-        &ep.host_veth,
-        &ep.ifname,
-        ns.as_fd(),
-        parse_mac(&ep.mac)?,
-        net.mtu,
-        bridge,
-    )?;
+    let create = |host: &mut Netlink| {
+        host.create_veth(
+            &ep.host_veth,
+            &ep.ifname,
+            ns.as_fd(),
+            parse_mac(&ep.mac)?,
+            net.mtu,
+            bridge,
+        )
+    };
+    match create(host) {
+        // A namespace removed a moment ago may still hold this name: the
+        // kernel takes its devices down in the background.
+        Err(Error::Netlink { source, .. }) if source.raw_os_error() == Some(libc::EEXIST) => {
+            host.delete_link(&ep.host_veth)?;
+            create(host)?;
+        }
+        r => r?,
+    }
     let index = inside
         .link_index(&ep.ifname)?
         .ok_or_else(|| Error::Invalid(format!("{} did not arrive in the container", ep.ifname)))?;
@@ -382,6 +393,8 @@ pub fn attach(
 }
 
 /// Unplugs an endpoint: its veth pair goes (the container's end too).
+/// (A container's whole network goes faster with its namespace:
+/// [`netns::remove`] takes every veth along, in the background.)
 pub fn detach(host: &mut Netlink, ep: &Endpoint) -> Result<()> {
     host.delete_link(&ep.host_veth)
 }
