@@ -42,6 +42,21 @@
 //!
 //! With no upstream at all (no `upstream.json` and no `nameserver` line in
 //! the host's resolv.conf), forwarded queries get SERVFAIL.
+//!
+//! The engine's part:
+//! - whenever a user network's set of running containers (or their names
+//!   and aliases) changes, and when the network is made: [`write_network`]
+//!   with the records of its running containers, then [`ensure_running`]
+//!   with the `hako-dns` binary. It returns once the resolver answers with
+//!   the new records (a few tens of microseconds when nothing changed), or
+//!   with [`Error::Network`] if the network's address could not be bound;
+//! - when the network is removed: [`remove_network`] (the resolver exits
+//!   with the last one);
+//! - the folder is best kept under the run root: what it holds is derived
+//!   from the engine's records, and written again by the first command
+//!   after a reboot;
+//! - the containers' resolv.conf names the gateway as their nameserver, and
+//!   the host must let the bridges reach the gateway on port 53 (UDP, TCP).
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg, OFlag};
