@@ -481,138 +481,683 @@ pub fn resolv_conf(
     Ok(out)
 }
 
-/// Syscalls a container may not make unless it holds the capability
-/// named (none: never). They reach the host kernel's global state:
-/// modules, clocks, swap, keyrings, other processes' memory, new mounts
-/// and namespaces.
-const DENIED: &[(&str, &[&str])] = &[
-    (
-        "CAP_SYS_MODULE",
-        &[
-            "init_module",
-            "finit_module",
-            "delete_module",
-            "create_module",
-            "get_kernel_syms",
-            "query_module",
-        ],
-    ),
-    ("CAP_SYS_BOOT", &["reboot", "kexec_load", "kexec_file_load"]),
-    (
-        "CAP_SYS_TIME",
-        &[
-            "settimeofday",
-            "stime",
-            "clock_settime",
-            "clock_settime64",
-            "adjtimex",
-            "clock_adjtime",
-            "clock_adjtime64",
-        ],
-    ),
+/// Syscalls every container may make (the C library's and the runtime's
+/// everyday calls, and those whose harm the kernel already bounds by the
+/// container's capabilities). Names a host's libseccomp does not know are
+/// skipped when the filter is compiled.
+const SECCOMP_ALLOWED: &[&str] = &[
+    // Files and directories.
+    "access",
+    "chdir",
+    "chmod",
+    "chown",
+    "chown32",
+    "close",
+    "close_range",
+    "copy_file_range",
+    "creat",
+    "dup",
+    "dup2",
+    "dup3",
+    "faccessat",
+    "faccessat2",
+    "fadvise64",
+    "fadvise64_64",
+    "fallocate",
+    "fanotify_mark",
+    "fchdir",
+    "fchmod",
+    "fchmodat",
+    "fchmodat2",
+    "fchown",
+    "fchown32",
+    "fchownat",
+    "fcntl",
+    "fcntl64",
+    "fdatasync",
+    "flock",
+    "fstat",
+    "fstat64",
+    "fstatat64",
+    "fstatfs",
+    "fstatfs64",
+    "fsync",
+    "ftruncate",
+    "ftruncate64",
+    "futimesat",
+    "getcwd",
+    "getdents",
+    "getdents64",
+    "inotify_add_watch",
+    "inotify_init",
+    "inotify_init1",
+    "inotify_rm_watch",
+    "ioctl",
+    "lchown",
+    "lchown32",
+    "link",
+    "linkat",
+    "_llseek",
+    "lseek",
+    "lstat",
+    "lstat64",
+    "mkdir",
+    "mkdirat",
+    "mknod",
+    "mknodat",
+    "name_to_handle_at",
+    "newfstatat",
+    "open",
+    "openat",
+    "openat2",
+    "pipe",
+    "pipe2",
+    "pread64",
+    "preadv",
+    "preadv2",
+    "pwrite64",
+    "pwritev",
+    "pwritev2",
+    "read",
+    "readahead",
+    "readlink",
+    "readlinkat",
+    "readv",
+    "rename",
+    "renameat",
+    "renameat2",
+    "rmdir",
+    "sendfile",
+    "sendfile64",
+    "splice",
+    "stat",
+    "stat64",
+    "statfs",
+    "statfs64",
+    "statx",
+    "symlink",
+    "symlinkat",
+    "sync",
+    "sync_file_range",
+    "syncfs",
+    "tee",
+    "truncate",
+    "truncate64",
+    "umask",
+    "unlink",
+    "unlinkat",
+    "utime",
+    "utimensat",
+    "utimensat_time64",
+    "utimes",
+    "vmsplice",
+    "write",
+    "writev",
+    // Extended attributes.
+    "fgetxattr",
+    "flistxattr",
+    "fremovexattr",
+    "fsetxattr",
+    "getxattr",
+    "getxattrat",
+    "lgetxattr",
+    "listxattr",
+    "listxattrat",
+    "llistxattr",
+    "lremovexattr",
+    "lsetxattr",
+    "removexattr",
+    "removexattrat",
+    "setxattr",
+    "setxattrat",
+    // Reading the mount table (what /proc/self/mountinfo shows anyway).
+    "listmount",
+    "statmount",
+    // Asynchronous I/O, polling and event descriptors.
+    "epoll_create",
+    "epoll_create1",
+    "epoll_ctl",
+    "epoll_ctl_old",
+    "epoll_pwait",
+    "epoll_pwait2",
+    "epoll_wait",
+    "epoll_wait_old",
+    "eventfd",
+    "eventfd2",
+    "io_cancel",
+    "io_destroy",
+    "io_getevents",
+    "io_pgetevents",
+    "io_pgetevents_time64",
+    "io_setup",
+    "io_submit",
+    "io_uring_enter",
+    "io_uring_register",
+    "io_uring_setup",
+    "ioprio_get",
+    "ioprio_set",
+    "_newselect",
+    "pause",
+    "poll",
+    "ppoll",
+    "ppoll_time64",
+    "pselect6",
+    "pselect6_time64",
+    "select",
+    "signalfd",
+    "signalfd4",
+    "timerfd_create",
+    "timerfd_gettime",
+    "timerfd_gettime64",
+    "timerfd_settime",
+    "timerfd_settime64",
+    // Memory.
+    "brk",
+    "cachestat",
+    "madvise",
+    "map_shadow_stack",
+    "membarrier",
+    "memfd_create",
+    "memfd_secret",
+    "mincore",
+    "mlock",
+    "mlock2",
+    "mlockall",
+    "mmap",
+    "mmap2",
+    "mprotect",
+    "mremap",
+    "mseal",
+    "msync",
+    "munlock",
+    "munlockall",
+    "munmap",
+    "pkey_alloc",
+    "pkey_free",
+    "pkey_mprotect",
+    "remap_file_pages",
+    // Processes, threads and signals (`clone` is below: its namespace
+    // flags need CAP_SYS_ADMIN).
+    "capget",
+    "capset",
+    "execve",
+    "execveat",
+    "exit",
+    "exit_group",
+    "fork",
+    "futex",
+    "futex_requeue",
+    "futex_time64",
+    "futex_wait",
+    "futex_waitv",
+    "futex_wake",
+    "get_robust_list",
+    "get_thread_area",
+    "getcpu",
+    "getegid",
+    "getegid32",
+    "geteuid",
+    "geteuid32",
+    "getgid",
+    "getgid32",
+    "getgroups",
+    "getgroups32",
+    "getpgid",
+    "getpgrp",
+    "getpid",
+    "getppid",
+    "getpriority",
+    "getresgid",
+    "getresgid32",
+    "getresuid",
+    "getresuid32",
+    "getrlimit",
+    "getrusage",
+    "getsid",
+    "gettid",
+    "getuid",
+    "getuid32",
+    "kill",
+    "pidfd_open",
+    "pidfd_send_signal",
+    "prctl",
+    "prlimit64",
+    "process_mrelease",
+    "restart_syscall",
+    "rseq",
+    "rt_sigaction",
+    "rt_sigpending",
+    "rt_sigprocmask",
+    "rt_sigqueueinfo",
+    "rt_sigreturn",
+    "rt_sigsuspend",
+    "rt_sigtimedwait",
+    "rt_sigtimedwait_time64",
+    "rt_tgsigqueueinfo",
+    "sched_get_priority_max",
+    "sched_get_priority_min",
+    "sched_getaffinity",
+    "sched_getattr",
+    "sched_getparam",
+    "sched_getscheduler",
+    "sched_rr_get_interval",
+    "sched_rr_get_interval_time64",
+    "sched_setaffinity",
+    "sched_setattr",
+    "sched_setparam",
+    "sched_setscheduler",
+    "sched_yield",
+    "seccomp",
+    "set_robust_list",
+    "set_thread_area",
+    "set_tid_address",
+    "setfsgid",
+    "setfsgid32",
+    "setfsuid",
+    "setfsuid32",
+    "setgid",
+    "setgid32",
+    "setgroups",
+    "setgroups32",
+    "setpgid",
+    "setpriority",
+    "setregid",
+    "setregid32",
+    "setresgid",
+    "setresgid32",
+    "setresuid",
+    "setresuid32",
+    "setreuid",
+    "setreuid32",
+    "setrlimit",
+    "setsid",
+    "setuid",
+    "setuid32",
+    "sigaltstack",
+    "sigprocmask",
+    "sigreturn",
+    "tgkill",
+    "tkill",
+    "ugetrlimit",
+    "uretprobe",
+    "vfork",
+    "wait4",
+    "waitid",
+    "waitpid",
+    // Debugging of the container's own processes: since Linux 4.8 a
+    // traced process cannot get past the filter through its tracer.
+    "process_vm_readv",
+    "process_vm_writev",
+    "ptrace",
+    // Sandboxing oneself.
+    "landlock_add_rule",
+    "landlock_create_ruleset",
+    "landlock_restrict_self",
+    // Sockets (`socket` is below: it refuses AF_VSOCK).
+    "accept",
+    "accept4",
+    "bind",
+    "connect",
+    "getpeername",
+    "getsockname",
+    "getsockopt",
+    "listen",
+    "recv",
+    "recvfrom",
+    "recvmmsg",
+    "recvmmsg_time64",
+    "recvmsg",
+    "send",
+    "sendmmsg",
+    "sendmsg",
+    "sendto",
+    "setsockopt",
+    "shutdown",
+    "socketcall",
+    "socketpair",
+    // System V and POSIX IPC (the container has its own IPC namespace).
+    "ipc",
+    "mq_getsetattr",
+    "mq_notify",
+    "mq_open",
+    "mq_timedreceive",
+    "mq_timedreceive_time64",
+    "mq_timedsend",
+    "mq_timedsend_time64",
+    "mq_unlink",
+    "msgctl",
+    "msgget",
+    "msgrcv",
+    "msgsnd",
+    "semctl",
+    "semget",
+    "semop",
+    "semtimedop",
+    "semtimedop_time64",
+    "shmat",
+    "shmctl",
+    "shmdt",
+    "shmget",
+    // Time and timers (reading the clocks; adjtimex and clock_adjtime
+    // change them only with CAP_SYS_TIME, which the kernel checks).
+    "adjtimex",
+    "alarm",
+    "clock_adjtime",
+    "clock_adjtime64",
+    "clock_getres",
+    "clock_getres_time64",
+    "clock_gettime",
+    "clock_gettime64",
+    "clock_nanosleep",
+    "clock_nanosleep_time64",
+    "getitimer",
+    "gettimeofday",
+    "nanosleep",
+    "setitimer",
+    "time",
+    "timer_create",
+    "timer_delete",
+    "timer_getoverrun",
+    "timer_gettime",
+    "timer_gettime64",
+    "timer_settime",
+    "timer_settime64",
+    "times",
+    // The system, read only.
+    "getrandom",
+    "sysinfo",
+    "uname",
+];
+
+/// Allowed on x86 hosts only (the 64-bit, x32 and 32-bit ABIs).
+const SECCOMP_ALLOWED_X86: &[&str] = &["arch_prctl", "modify_ldt"];
+
+/// Allowed on Arm hosts only (the 64-bit and 32-bit ABIs).
+const SECCOMP_ALLOWED_ARM: &[&str] = &[
+    "arm_fadvise64_64",
+    "arm_sync_file_range",
+    "breakpoint",
+    "cacheflush",
+    "set_tls",
+    "sync_file_range2",
+];
+
+/// Syscalls allowed only to a container that holds the capability named:
+/// they act on the host beyond the container (mounts, namespaces, modules,
+/// clocks, the kernel log, other processes' memory), which the capability
+/// is the permission for anyway.
+const SECCOMP_BY_CAP: &[(&str, &[&str])] = &[
+    ("CAP_BPF", &["bpf"]),
+    ("CAP_DAC_READ_SEARCH", &["open_by_handle_at"]),
+    ("CAP_PERFMON", &["perf_event_open"]),
     (
         "CAP_SYS_ADMIN",
         &[
-            "mount",
-            "umount",
-            "umount2",
-            "pivot_root",
-            "swapon",
-            "swapoff",
-            "setns",
-            "unshare",
-            "fsopen",
+            "bpf",
+            "clone",
+            "clone3",
+            "fanotify_init",
             "fsconfig",
             "fsmount",
+            "fsopen",
             "fspick",
+            "lookup_dcookie",
+            "lsm_get_self_attr",
+            "lsm_list_modules",
+            "lsm_set_self_attr",
+            "mount",
+            "mount_setattr",
             "move_mount",
             "open_tree",
-            "mount_setattr",
+            "perf_event_open",
             "quotactl",
             "quotactl_fd",
-            "lookup_dcookie",
-            "bpf",
-            "fanotify_init",
-            "name_to_handle_at",
-            "perf_event_open",
             "setdomainname",
             "sethostname",
-            "vm86",
-            "vm86old",
-            "nfsservctl",
+            "setns",
+            "syslog",
+            "umount",
+            "umount2",
+            "unshare",
         ],
     ),
+    ("CAP_SYS_BOOT", &["reboot"]),
+    ("CAP_SYS_CHROOT", &["chroot"]),
     (
-        "CAP_SYS_PTRACE",
-        &[
-            "ptrace",
-            "process_vm_readv",
-            "process_vm_writev",
-            "kcmp",
-            "pidfd_getfd",
-        ],
+        "CAP_SYS_MODULE",
+        &["delete_module", "finit_module", "init_module"],
     ),
-    ("CAP_SYS_PACCT", &["acct"]),
-    ("CAP_SYS_RAWIO", &["iopl", "ioperm"]),
-    ("CAP_SYSLOG", &["syslog"]),
-    ("CAP_DAC_READ_SEARCH", &["open_by_handle_at"]),
     (
         "CAP_SYS_NICE",
         &[
+            "get_mempolicy",
             "mbind",
-            "move_pages",
             "set_mempolicy",
             "set_mempolicy_home_node",
-            "migrate_pages",
         ],
     ),
+    ("CAP_SYS_PACCT", &["acct"]),
     (
-        "",
-        &["keyctl", "add_key", "request_key", "uselib", "userfaultfd"],
+        "CAP_SYS_PTRACE",
+        &["kcmp", "pidfd_getfd", "process_madvise"],
     ),
+    ("CAP_SYS_RAWIO", &["ioperm", "iopl"]),
+    (
+        "CAP_SYS_TIME",
+        &["clock_settime", "clock_settime64", "settimeofday", "stime"],
+    ),
+    ("CAP_SYS_TTY_CONFIG", &["vhangup"]),
+    ("CAP_SYSLOG", &["syslog"]),
 ];
 
-/// clone's namespace flags: a new namespace needs CAP_SYS_ADMIN.
-const CLONE_NAMESPACE_FLAGS: &[u64] = &[
-    0x0002_0000, // CLONE_NEWNS
-    0x0200_0000, // CLONE_NEWCGROUP
-    0x0400_0000, // CLONE_NEWUTS
-    0x0800_0000, // CLONE_NEWIPC
-    0x1000_0000, // CLONE_NEWUSER
-    0x2000_0000, // CLONE_NEWPID
-    0x4000_0000, // CLONE_NEWNET
-];
+/// `personality` domains a container may switch to: Linux (0), its 32-bit
+/// variant (PER_LINUX32, 8), each with address-space randomisation turned
+/// off (ADDR_NO_RANDOMIZE, 0x20000), and 0xffffffff, the query.
+const SECCOMP_PERSONALITIES: &[u64] = &[0x0, 0x8, 0x2_0000, 0x2_0008, 0xffff_ffff];
 
-/// The default seccomp profile: everything is allowed except what
-/// reaches past the container (the list above, for a container without
-/// the matching capability), with EPERM. `clone3` answers ENOSYS, as in
-/// Docker's profile, since its flags cannot be filtered: the C library
-/// then falls back to `clone`, whose namespace flags are.
+/// clone's namespace flags (CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC,
+/// NEWUSER, NEWPID, NEWNET): a new namespace needs CAP_SYS_ADMIN.
+const CLONE_NAMESPACE_FLAGS: u64 = 0x7E02_0000;
+
+/// AF_VSOCK: sockets to the hypervisor and other virtual machines.
+const AF_VSOCK: u64 = 40;
+
+const EPERM: u32 = 1;
+const ENOSYS: u32 = 38;
+
+/// The default seccomp profile, the semantics of Docker's: an allowlist.
+/// A syscall not allowed fails with EPERM. Allowed are the everyday
+/// syscalls (`SECCOMP_ALLOWED`, and those of this host's architecture),
+/// the syscalls of each capability the container holds
+/// (`SECCOMP_BY_CAP`), `personality` for the usual domains only, and
+/// `socket` for every family but AF_VSOCK. Without CAP_SYS_ADMIN, `clone`
+/// may not make namespaces, and `clone3`, whose flags a filter cannot
+/// read, answers ENOSYS so that the C library falls back to `clone`.
+/// `ptrace` and `process_vm_readv`/`writev` are allowed, as Docker does
+/// on Linux 4.8 and later (earlier kernels let a tracer take a process
+/// past its filter; hako needs a newer kernel anyway).
 pub fn default_seccomp(caps: &[String]) -> Value {
     let has = |c: &str| caps.iter().any(|x| x == c);
-    let mut syscalls = Vec::new();
+    let (architectures, arch_allowed): (&[&str], &[&str]) = if cfg!(target_arch = "x86_64") {
+        (
+            &["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+            SECCOMP_ALLOWED_X86,
+        )
+    } else if cfg!(target_arch = "aarch64") {
+        (&["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"], SECCOMP_ALLOWED_ARM)
+    } else {
+        // Another architecture: its native syscalls only.
+        (&[], &[])
+    };
     let mut names: Vec<&str> = Vec::new();
-    for (cap, list) in DENIED {
-        if cap.is_empty() || !has(cap) {
-            names.extend(list.iter().copied());
+    let by_cap = SECCOMP_BY_CAP
+        .iter()
+        .filter(|(cap, _)| has(cap))
+        .flat_map(|(_, list)| list.iter());
+    for n in SECCOMP_ALLOWED.iter().chain(arch_allowed).chain(by_cap) {
+        if !names.contains(n) {
+            names.push(n);
         }
     }
-    syscalls.push(json!({"names": names, "action": "SCMP_ACT_ERRNO", "errnoRet": 1}));
+    let mut syscalls = vec![json!({"names": names, "action": "SCMP_ACT_ALLOW"})];
+    syscalls.push(json!({
+        "names": ["socket"],
+        "action": "SCMP_ACT_ALLOW",
+        "args": [{"index": 0, "value": AF_VSOCK, "op": "SCMP_CMP_NE"}],
+    }));
+    for p in SECCOMP_PERSONALITIES {
+        syscalls.push(json!({
+            "names": ["personality"],
+            "action": "SCMP_ACT_ALLOW",
+            "args": [{"index": 0, "value": p, "op": "SCMP_CMP_EQ"}],
+        }));
+    }
     if !has("CAP_SYS_ADMIN") {
-        syscalls.push(json!({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}));
-        for flag in CLONE_NAMESPACE_FLAGS {
-            syscalls.push(json!({
-                "names": ["clone"],
-                "action": "SCMP_ACT_ERRNO",
-                "errnoRet": 1,
-                // On x86-64 and arm64 the flags are clone's first argument.
-                "args": [{"index": 0, "value": flag, "valueTwo": flag, "op": "SCMP_CMP_MASKED_EQ"}],
-            }));
-        }
+        // On x86 and Arm the flags are clone's first argument.
+        syscalls.push(json!({
+            "names": ["clone"],
+            "action": "SCMP_ACT_ALLOW",
+            "args": [{"index": 0, "value": CLONE_NAMESPACE_FLAGS, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}],
+        }));
+        syscalls.push(json!({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS}));
     }
     json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "defaultErrnoRet": EPERM,
+        "architectures": architectures,
         "syscalls": syscalls,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn caps(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// The names the profile allows without condition.
+    fn allowed(profile: &Value) -> Vec<String> {
+        profile["syscalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["action"] == "SCMP_ACT_ALLOW" && r.get("args").is_none())
+            .flat_map(|r| r["names"].as_array().unwrap().iter())
+            .map(|n| n.as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// The rules that name `name`.
+    fn rules<'a>(profile: &'a Value, name: &str) -> Vec<&'a Value> {
+        profile["syscalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["names"].as_array().unwrap().iter().any(|n| n == name))
+            .collect()
+    }
+
+    #[test]
+    fn default_profile_is_an_allowlist() {
+        let p = default_seccomp(&caps(DEFAULT_CAPS));
+        assert_eq!(p["defaultAction"], "SCMP_ACT_ERRNO");
+        assert_eq!(p["defaultErrnoRet"], 1);
+        if cfg!(target_arch = "x86_64") {
+            assert_eq!(
+                p["architectures"],
+                json!(["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"])
+            );
+            assert!(allowed(&p).contains(&"arch_prctl".to_string()));
+        } else if cfg!(target_arch = "aarch64") {
+            assert_eq!(
+                p["architectures"],
+                json!(["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"])
+            );
+        }
+        let a = allowed(&p);
+        for n in ["read", "write", "execve", "openat", "ptrace", "chroot"] {
+            assert!(a.contains(&n.to_string()), "{n} allowed by default");
+        }
+        for n in [
+            "mount", "unshare", "setns", "reboot", "swapon", "keyctl", "clone",
+        ] {
+            assert!(!a.contains(&n.to_string()), "{n} not allowed outright");
+        }
+        // One rule per name list: nothing named twice in the big rule.
+        let mut sorted = a.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), a.len());
+        // socket for every family but AF_VSOCK; personality for five values.
+        assert_eq!(
+            rules(&p, "socket")[0]["args"],
+            json!([{"index": 0, "value": 40, "op": "SCMP_CMP_NE"}])
+        );
+        let personalities: Vec<Value> = rules(&p, "personality")
+            .iter()
+            .map(|r| r["args"][0]["value"].clone())
+            .collect();
+        assert_eq!(
+            personalities,
+            [0x0u64, 0x8, 0x2_0000, 0x2_0008, 0xffff_ffff].map(|v| json!(v))
+        );
+    }
+
+    #[test]
+    fn clone_without_and_with_sys_admin() {
+        let p = default_seccomp(&caps(DEFAULT_CAPS));
+        let clone = rules(&p, "clone");
+        assert_eq!(clone.len(), 1);
+        assert_eq!(
+            clone[0]["args"],
+            json!([{"index": 0, "value": 0x7E02_0000u64, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}])
+        );
+        let clone3 = rules(&p, "clone3");
+        assert_eq!(clone3.len(), 1);
+        assert_eq!(clone3[0]["action"], "SCMP_ACT_ERRNO");
+        assert_eq!(clone3[0]["errnoRet"], 38);
+
+        let mut admin = caps(DEFAULT_CAPS);
+        admin.push("CAP_SYS_ADMIN".into());
+        let p = default_seccomp(&admin);
+        let a = allowed(&p);
+        for n in ["clone", "clone3", "mount", "unshare", "setns"] {
+            assert!(a.contains(&n.to_string()), "{n} allowed with CAP_SYS_ADMIN");
+        }
+        // No conditional clone rule and no ENOSYS for clone3 beside them.
+        assert_eq!(rules(&p, "clone").len(), 1);
+        assert_eq!(rules(&p, "clone3").len(), 1);
+    }
+
+    #[test]
+    fn capability_groups_appear_only_with_their_capability() {
+        let none = allowed(&default_seccomp(&[]));
+        for (cap, list) in SECCOMP_BY_CAP {
+            for n in *list {
+                assert!(
+                    !SECCOMP_ALLOWED.contains(n),
+                    "{n} is both always allowed and in {cap}'s group"
+                );
+                assert!(!none.contains(&n.to_string()), "{n} allowed without {cap}");
+            }
+            let with = allowed(&default_seccomp(&caps(&[cap])));
+            for n in *list {
+                assert!(with.contains(&n.to_string()), "{n} not allowed with {cap}");
+            }
+            // Nothing else opens: the names beyond the everyday set are
+            // this group's.
+            for n in &with {
+                assert!(
+                    SECCOMP_ALLOWED.contains(&n.as_str())
+                        || SECCOMP_ALLOWED_X86.contains(&n.as_str())
+                        || SECCOMP_ALLOWED_ARM.contains(&n.as_str())
+                        || list.contains(&n.as_str()),
+                    "{n} allowed with {cap} alone"
+                );
+            }
+        }
+    }
 }
