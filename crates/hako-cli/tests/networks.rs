@@ -149,12 +149,20 @@ impl Setup {
             assert_eq!(n["Containers"], serde_json::json!({}), "{id}");
         }
         if !table.is_empty() {
-            for map in ["ports", "ports_ip"] {
+            // A removed container's ports are taken out in the background.
+            let listed = |map: &str| {
                 let out = std::process::Command::new("nft")
                     .args(["list", "map", "ip", &table, map])
                     .output()
                     .unwrap();
-                let text = String::from_utf8_lossy(&out.stdout);
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            };
+            for map in ["ports", "ports_ip"] {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while listed(map).contains("elements") && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let text = listed(map);
                 assert!(!text.contains("elements"), "published ports left: {text}");
             }
         }
@@ -454,7 +462,12 @@ fn user_networks_resolve_names_and_stay_apart() {
     if let Some(pid) = dns_pid.split_whitespace().next() {
         // Gone, or a zombie waiting for init to reap it.
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat.rsplit(')').next().unwrap_or("").split_whitespace().next();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .next();
         assert!(
             !stat.contains("(hako-dns)") || state == Some("Z"),
             "the resolver is still running: {stat}"

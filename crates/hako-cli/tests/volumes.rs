@@ -293,7 +293,16 @@ fn readonly_volume_refuses_writes() {
         s.ok(&["run", "--rm", "-v", &spec, bb, "cat", "/etc/new/motd"]),
         "hello file\n"
     );
-    let out = s.run(&["run", "--rm", "-v", &spec, bb, "sh", "-c", "echo x > /etc/new/motd"]);
+    let out = s.run(&[
+        "run",
+        "--rm",
+        "-v",
+        &spec,
+        bb,
+        "sh",
+        "-c",
+        "echo x > /etc/new/motd",
+    ]);
     assert!(!out.status.success());
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "hello file\n");
     s.finish();

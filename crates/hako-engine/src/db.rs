@@ -34,7 +34,7 @@ CREATE TABLE IF NOT EXISTS containers (
 ";
 
 /// Raised whenever a table is added or changed.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("PRAGMA user_version", [], |r| r.get(0))

@@ -477,6 +477,7 @@ impl Engine {
         if let Ok(mut fw) = Firewall::open(&self.firewall_table()) {
             fw.delete_table();
         }
+
         Ok(())
     }
 
@@ -691,6 +692,39 @@ impl Engine {
         res
     }
 
+    /// Takes out of the firewall the given host ports where they lead to
+    /// an address no other container holds (left by a container gone a
+    /// moment ago).
+    fn take_stale_ports(&self, fw: &mut Firewall, id: &str, wanted: &[PortMapping]) -> Result<()> {
+        let live: std::collections::HashSet<Ipv4Addr> = {
+            let mut st = self
+                .db
+                .conn()
+                .prepare("SELECT ip FROM endpoints WHERE container != ?1")
+                .map_err(Error::sql)?;
+            st.query_map([id], |r| r.get::<_, String>(0))
+                .map_err(Error::sql)?
+                .filter_map(|r| r.ok().and_then(|s| s.parse().ok()))
+                .collect()
+        };
+        let stale: Vec<PortMapping> = fw
+            .published()
+            .map_err(net_err)?
+            .into_iter()
+            .filter(|(p, target)| {
+                !live.contains(target)
+                    && wanted.iter().any(|w| {
+                        w.protocol == p.protocol
+                            && w.host_ip.filter(|i| !i.is_unspecified()) == p.host_ip
+                            && (w.host_port..w.host_port + w.count()).contains(&p.host_port)
+                    })
+            })
+            .map(|(p, _)| p)
+            .collect();
+        fw.remove_ports(&stale);
+        Ok(())
+    }
+
     fn publish(&self, c: &Container, ip: Ipv4Addr) -> Result<()> {
         let mut ports = c.config.ports.clone();
         for p in ports.iter_mut().filter(|p| p.host_port == 0) {
@@ -705,7 +739,12 @@ impl Engine {
             )
             .map_err(Error::sql)?;
         let mut fw = Firewall::open(&self.firewall_table()).map_err(net_err)?;
-        if let Err(e) = fw.add_ports(ip, &ports) {
+        let mut added = fw.add_ports(ip, &ports);
+        if matches!(added, Err(hako_net::Error::PortInUse(_))) {
+            self.take_stale_ports(&mut fw, &c.id, &ports)?;
+            added = fw.add_ports(ip, &ports);
+        }
+        if let Err(e) = added {
             // Nothing of this container's was added: the row must not
             // lead a release to another container's ports.
             let _ = self
@@ -775,15 +814,19 @@ impl Engine {
     /// it is harmless.
     pub(crate) fn network_down(&self, id: &str) {
         let ports = self.published_ports(id).unwrap_or_default();
-        if !ports.is_empty()
-            && let Ok(mut fw) = Firewall::open(&self.firewall_table())
-        {
-            fw.remove_ports(&ports);
+        if !ports.is_empty() {
+            // Taking elements out of an nftables map makes the kernel
+            // wait for an RCU grace period (~10 ms here) when the socket
+            // closes, so a child of this process does it in the
+            // background. Should it die first, the next publish of those
+            // host ports finds them leading nowhere and takes them out.
+            release_in_background(&self.firewall_table(), &ports);
+            let _ = self
+                .db
+                .conn()
+                .execute("DELETE FROM published WHERE container = ?1", [id]);
         }
-        let _ = self
-            .db
-            .conn()
-            .execute("DELETE FROM published WHERE container = ?1", [id]);
+        hako_runtime::trace::mark("engine: ports released");
         let eps = self.endpoints(id).unwrap_or_default();
         if !eps.is_empty() {
             // The veths go with the namespace below: the kernel unplugs
@@ -811,7 +854,9 @@ impl Engine {
                 .collect();
             let _ = self.update_names(nets.iter());
         }
+        hako_runtime::trace::mark("engine: addresses released");
         hako_net::netns::remove(&self.netns_path(id));
+        hako_runtime::trace::mark("engine: network namespace removed");
     }
 }
 
@@ -828,4 +873,47 @@ fn free_port(p: &PortMapping) -> Result<u16> {
             .map(|a| a.port()),
     };
     port.ctx(|| format!("find a free host port on {ip}"))
+}
+
+/// Takes `ports` out of the firewall table `table` in a child process of
+/// its own (forked twice, so that no one need wait for it), which then
+/// bears the kernel's wait.
+fn release_in_background(table: &str, ports: &[PortMapping]) {
+    use nix::unistd::{ForkResult, fork};
+    // SAFETY: the child only calls into libnftables and the C library,
+    // whose malloc and loader locks glibc makes safe across fork; it ends
+    // with _exit, running no destructors of the parent's objects.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            // SAFETY: plain syscalls on this process's own descriptors.
+            unsafe {
+                if libc::fork() != 0 {
+                    libc::_exit(0);
+                }
+                libc::setsid();
+                // Nothing of the parent's stays open here: not its locks,
+                // not the pipes its caller reads to the end.
+                libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                if null == 0 {
+                    libc::dup2(0, 1);
+                    libc::dup2(0, 2);
+                }
+            }
+            if let Ok(mut fw) = Firewall::open(table) {
+                fw.remove_ports(ports);
+            }
+            // SAFETY: ends the child without unwinding into the parent's
+            // state.
+            unsafe { libc::_exit(0) }
+        }
+        Ok(ForkResult::Parent { child }) => {
+            let _ = nix::sys::wait::waitpid(child, None);
+        }
+        Err(_) => {
+            if let Ok(mut fw) = Firewall::open(table) {
+                fw.remove_ports(ports);
+            }
+        }
+    }
 }

@@ -89,14 +89,21 @@ pub fn make_dirs(rootfs: &Path, path: &str) -> Result<()> {
 /// container, unless something is there: the mount point of a file bind
 /// mount.
 pub fn make_file(rootfs: &Path, path: &str) -> Result<()> {
-    let (parent, name) = path.trim_end_matches('/').rsplit_once('/').unwrap_or(("", path));
+    let (parent, name) = path
+        .trim_end_matches('/')
+        .rsplit_once('/')
+        .unwrap_or(("", path));
     if name.is_empty() || name == "." || name == ".." {
         return Err(Error::Invalid(format!("{path}: not a file name")));
     }
     make_dirs(rootfs, parent)?;
     let root = open_root(rootfs)?;
-    let dir = open_in(&root, if parent.is_empty() { "/" } else { parent }, OFlags::PATH | OFlags::DIRECTORY)
-        .map_err(|e| Error::io(format!("{parent} in the container"), e.into()))?;
+    let dir = open_in(
+        &root,
+        if parent.is_empty() { "/" } else { parent },
+        OFlags::PATH | OFlags::DIRECTORY,
+    )
+    .map_err(|e| Error::io(format!("{parent} in the container"), e.into()))?;
     match rustix::fs::openat(
         &dir,
         name,
@@ -104,7 +111,10 @@ pub fn make_file(rootfs: &Path, path: &str) -> Result<()> {
         Mode::from_raw_mode(0o644),
     ) {
         Ok(_) | Err(rustix::io::Errno::EXIST) => Ok(()),
-        Err(e) => Err(Error::io(format!("create {path} in the container"), e.into())),
+        Err(e) => Err(Error::io(
+            format!("create {path} in the container"),
+            e.into(),
+        )),
     }
 }
 

@@ -18,6 +18,10 @@ type CtxFree = unsafe extern "C" fn(*mut c_void);
 type CtxBuffer = unsafe extern "C" fn(*mut c_void) -> c_int;
 type CtxGetBuffer = unsafe extern "C" fn(*mut c_void) -> *const c_char;
 type RunCmd = unsafe extern "C" fn(*mut c_void, *const c_char) -> c_int;
+type SetFlags = unsafe extern "C" fn(*mut c_void, u32);
+
+/// `NFT_CTX_OUTPUT_JSON` of libnftables.h.
+const OUTPUT_JSON: u32 = 1 << 4;
 
 /// The functions of libnftables this module calls.
 struct Lib {
@@ -27,6 +31,8 @@ struct Lib {
     buffer_error: CtxBuffer,
     buffer_output: CtxBuffer,
     get_error: CtxGetBuffer,
+    get_output: CtxGetBuffer,
+    set_output_flags: SetFlags,
     run_cmd: RunCmd,
 }
 
@@ -67,6 +73,12 @@ impl Lib {
                     .map_err(missing)?,
                 get_error: *lib
                     .get::<CtxGetBuffer>("nft_ctx_get_error_buffer")
+                    .map_err(missing)?,
+                get_output: *lib
+                    .get::<CtxGetBuffer>("nft_ctx_get_output_buffer")
+                    .map_err(missing)?,
+                set_output_flags: *lib
+                    .get::<SetFlags>("nft_ctx_output_set_flags")
                     .map_err(missing)?,
                 run_cmd: *lib
                     .get::<RunCmd>("nft_run_cmd_from_buffer")
@@ -159,6 +171,81 @@ impl Firewall {
             cmds.lines().next().unwrap_or_default(),
             msg.trim()
         )))
+    }
+
+    /// Runs a listing command; its JSON output.
+    fn list_json(&mut self, cmd: &str) -> Result<serde_json::Value> {
+        // SAFETY: `ctx` is valid; the flags only change the output format.
+        unsafe { (self.lib.set_output_flags)(self.ctx, OUTPUT_JSON) };
+        let ran = self.run(cmd);
+        // SAFETY: as above; the output buffer is a NUL-terminated string
+        // owned by `ctx`, copied at once.
+        let out = unsafe {
+            let p = (self.lib.get_output)(self.ctx);
+            let text = if p.is_null() {
+                String::new()
+            } else {
+                CStr::from_ptr(p).to_string_lossy().into_owned()
+            };
+            (self.lib.set_output_flags)(self.ctx, 0);
+            text
+        };
+        ran?;
+        serde_json::from_str(&out).map_err(|e| Error::Firewall(format!("{cmd}: bad JSON: {e}")))
+    }
+
+    /// Every published port in the table with the container address it
+    /// leads to: `(mapping of one port, address)`.
+    pub fn published(&mut self) -> Result<Vec<(PortMapping, Ipv4Addr)>> {
+        let t = self.table.clone();
+        let mut out = Vec::new();
+        for map in ["ports", "ports_ip"] {
+            let v = self.list_json(&format!("list map ip {t} {map}"))?;
+            let elems = v["nftables"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|o| o["map"]["elem"].as_array())
+                .flatten();
+            for e in elems {
+                let key = e[0]["concat"].as_array();
+                let val = e[1]["concat"].as_array();
+                let (Some(key), Some(val)) = (key, val) else {
+                    continue;
+                };
+                let (host_ip, rest) = match key.len() {
+                    3 => (key[0].as_str().and_then(|s| s.parse().ok()), &key[1..]),
+                    _ => (None, &key[..]),
+                };
+                let protocol = match rest.first().and_then(|p| p.as_str()) {
+                    Some("tcp") => Protocol::Tcp,
+                    Some("udp") => Protocol::Udp,
+                    _ => continue,
+                };
+                let port = |v: Option<&serde_json::Value>| {
+                    v.and_then(serde_json::Value::as_u64)
+                        .and_then(|p| u16::try_from(p).ok())
+                };
+                let (Some(host_port), Some(container_port)) = (port(rest.get(1)), port(val.get(1)))
+                else {
+                    continue;
+                };
+                let Some(target) = val[0].as_str().and_then(|s| s.parse().ok()) else {
+                    continue;
+                };
+                out.push((
+                    PortMapping {
+                        host_ip,
+                        host_port,
+                        container_port,
+                        range: 1,
+                        protocol,
+                    },
+                    target,
+                ));
+            }
+        }
+        Ok(out)
     }
 
     /// Runs each line on its own, ignoring failures: for removals, where a

@@ -400,6 +400,7 @@ pub fn detach(host: &mut Netlink, ep: &Endpoint) -> Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -54,11 +54,9 @@ pub fn create(path: &Path) -> Result<Netlink> {
 /// Whether `path` is a network namespace mount.
 pub fn exists(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
-        .map(|s| i64::from(s.filesystem_type().0) == NSFS_MAGIC)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
         .unwrap_or(false)
 }
-
-const NSFS_MAGIC: i64 = 0x6e73_6673;
 
 /// Removes the namespace at `path`: what is inside it (the container's
 /// end of each veth) goes with it. Harmless when it is gone.

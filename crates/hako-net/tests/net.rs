@@ -1,6 +1,7 @@
 //! hako-net on the real kernel: a network, two namespaces plugged into it,
 //! traffic between them, a published port reached from the host, and
 //! nothing left behind.
+#![allow(clippy::unwrap_used)]
 
 use hako_net::{Endpoint, Firewall, Netlink, Network, PortMapping};
 use std::io::{Read, Write};

@@ -87,6 +87,8 @@ fn main() {
     if args.len() == 4 && args[2] == HANDOFF_FLAG {
         resume(Path::new(&args[1]), &args[3]);
     }
+    // HAKO_RUNTIME_TRACE shows the create's phases here too.
+    hako_runtime::trace::init(false);
     if args.len() != 2 {
         eprintln!(
             "usage: hako-monitor RUNDIR\nhako-monitor is started by hako; it is not run by hand"
