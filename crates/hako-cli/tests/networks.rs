@@ -563,5 +563,55 @@ fn killed_hako_leaves_no_network_behind() {
         "60",
     ]);
     assert_eq!(s.ip("b", "crashnet"), first);
+
+    // A published port whose release never happened (its background
+    // child killed) leads to an address no container holds: the next
+    // publish of that host port takes it out instead of failing.
+    let table = s.network("crashnet")["Options"]["hako.nftables.table"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let st = std::process::Command::new("nft")
+        .args([
+            "add",
+            "element",
+            "ip",
+            &table,
+            "ports",
+            &format!("{{ tcp . {port} : 10.250.0.9 . 80 }}"),
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "c",
+        "-p",
+        &format!("{port}:80"),
+        &s.image,
+        "sleep",
+        "60",
+    ]);
+    assert_eq!(s.ok(&["port", "c", "80"]).trim(), format!("0.0.0.0:{port}"));
+    // One held by a live container is not taken.
+    let err = s.h.run(&[
+        "run",
+        "-d",
+        "--name",
+        "d",
+        "-p",
+        &format!("{port}:80"),
+        &s.image,
+        "sleep",
+        "60",
+    ]);
+    assert!(!err.status.success());
     s.finish();
 }

@@ -695,7 +695,7 @@ impl Engine {
     /// Takes out of the firewall the given host ports where they lead to
     /// an address no other container holds (left by a container gone a
     /// moment ago).
-    fn take_stale_ports(&self, fw: &mut Firewall, id: &str, wanted: &[PortMapping]) -> Result<()> {
+    fn take_stale_ports(&self, table: &str, id: &str, wanted: &[PortMapping]) -> Result<()> {
         let live: std::collections::HashSet<Ipv4Addr> = {
             let mut st = self
                 .db
@@ -707,6 +707,7 @@ impl Engine {
                 .filter_map(|r| r.ok().and_then(|s| s.parse().ok()))
                 .collect()
         };
+        let mut fw = Firewall::open(table).map_err(net_err)?;
         let stale: Vec<PortMapping> = fw
             .published()
             .map_err(net_err)?
@@ -721,7 +722,7 @@ impl Engine {
             })
             .map(|(p, _)| p)
             .collect();
-        fw.remove_ports(&stale);
+        hako_net::firewall::remove_ports(table, &stale);
         Ok(())
     }
 
@@ -738,11 +739,11 @@ impl Engine {
                 params![c.id, to_json(&ports)?],
             )
             .map_err(Error::sql)?;
-        let mut fw = Firewall::open(&self.firewall_table()).map_err(net_err)?;
-        let mut added = fw.add_ports(ip, &ports);
+        let table = self.firewall_table();
+        let mut added = hako_net::firewall::add_ports(&table, ip, &ports);
         if matches!(added, Err(hako_net::Error::PortInUse(_))) {
-            self.take_stale_ports(&mut fw, &c.id, &ports)?;
-            added = fw.add_ports(ip, &ports);
+            self.take_stale_ports(&table, &c.id, &ports)?;
+            added = hako_net::firewall::add_ports(&table, ip, &ports);
         }
         if let Err(e) = added {
             // Nothing of this container's was added: the row must not
@@ -880,9 +881,9 @@ fn free_port(p: &PortMapping) -> Result<u16> {
 /// bears the kernel's wait.
 fn release_in_background(table: &str, ports: &[PortMapping]) {
     use nix::unistd::{ForkResult, fork};
-    // SAFETY: the child only calls into libnftables and the C library,
-    // whose malloc and loader locks glibc makes safe across fork; it ends
-    // with _exit, running no destructors of the parent's objects.
+    // SAFETY: the child only makes syscalls and allocates (glibc makes
+    // malloc safe across fork); it ends with _exit, running no destructors
+    // of the parent's objects.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             // SAFETY: plain syscalls on this process's own descriptors.
@@ -900,9 +901,7 @@ fn release_in_background(table: &str, ports: &[PortMapping]) {
                     libc::dup2(0, 2);
                 }
             }
-            if let Ok(mut fw) = Firewall::open(table) {
-                fw.remove_ports(ports);
-            }
+            hako_net::firewall::remove_ports(table, ports);
             // SAFETY: ends the child without unwinding into the parent's
             // state.
             unsafe { libc::_exit(0) }
@@ -910,10 +909,6 @@ fn release_in_background(table: &str, ports: &[PortMapping]) {
         Ok(ForkResult::Parent { child }) => {
             let _ = nix::sys::wait::waitpid(child, None);
         }
-        Err(_) => {
-            if let Ok(mut fw) = Firewall::open(table) {
-                fw.remove_ports(ports);
-            }
-        }
+        Err(_) => hako_net::firewall::remove_ports(table, ports),
     }
 }

@@ -7,6 +7,7 @@
 //! remove elements of its sets and maps (and two small chains per
 //! network), so a container's setup is one short transaction.
 
+use crate::nfnl::{self, Element};
 use crate::{Error, PortMapping, Protocol, Result};
 use ipnet::Ipv4Net;
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
@@ -114,13 +115,6 @@ fn quoted(s: &str) -> Result<String> {
         return Err(Error::Invalid(format!("bad interface name {s:?}")));
     }
     Ok(format!("\"{s}\""))
-}
-
-fn proto(p: Protocol) -> &'static str {
-    match p {
-        Protocol::Tcp => "tcp",
-        Protocol::Udp => "udp",
-    }
 }
 
 impl Firewall {
@@ -376,62 +370,92 @@ impl Firewall {
         self.run_each(&format!("delete element ip {t} masq_nets {{ {subnet} }}"));
         Ok(())
     }
+}
 
-    fn port_key(p: &PortMapping, host_port: u16) -> (&'static str, String) {
-        match p.host_ip {
-            Some(ip) if !ip.is_unspecified() => (
-                "ports_ip",
-                format!("{ip} . {} . {host_port}", proto(p.protocol)),
-            ),
-            _ => ("ports", format!("{} . {host_port}", proto(p.protocol))),
-        }
+fn proto_number(p: Protocol) -> u8 {
+    match p {
+        Protocol::Tcp => 6,
+        Protocol::Udp => 17,
     }
+}
 
-    /// Publishes `ports` of the container at `ip`. A host port that is
-    /// published already (by any container of this table) fails the whole
-    /// set, naming the port.
-    pub fn add_ports(&mut self, ip: Ipv4Addr, ports: &[PortMapping]) -> Result<()> {
-        if ports.is_empty() {
-            return Ok(());
+/// The map and element of one published host port (nftables' layout:
+/// each field of a concatenation padded to 4 bytes, ports big-endian).
+fn port_element(p: &PortMapping, i: u16, target: Option<Ipv4Addr>) -> (&'static str, Element) {
+    let mut key = Vec::with_capacity(12);
+    let map = match p.host_ip {
+        Some(ip) if !ip.is_unspecified() => {
+            key.extend_from_slice(&ip.octets());
+            "ports_ip"
         }
-        let t = self.table.clone();
-        let mut c = String::new();
-        for p in ports {
-            for i in 0..p.count() {
-                let (map, key) = Self::port_key(p, p.host_port + i);
-                let _ = writeln!(
-                    c,
-                    "create element ip {t} {map} {{ {key} : {ip} . {} }}",
-                    p.container_port + i
-                );
+        _ => "ports",
+    };
+    key.extend_from_slice(&[proto_number(p.protocol), 0, 0, 0]);
+    key.extend_from_slice(&(p.host_port + i).to_be_bytes());
+    key.extend_from_slice(&[0, 0]);
+    let value = target.map(|ip| {
+        let mut v = ip.octets().to_vec();
+        v.extend_from_slice(&(p.container_port + i).to_be_bytes());
+        v.extend_from_slice(&[0, 0]);
+        v
+    });
+    (map, Element { key, value })
+}
+
+/// The elements of `ports`, by map.
+fn elements(ports: &[PortMapping], target: Option<Ipv4Addr>) -> Vec<(&'static str, Vec<Element>)> {
+    let mut by_map: Vec<(&'static str, Vec<Element>)> =
+        vec![("ports", Vec::new()), ("ports_ip", Vec::new())];
+    for p in ports {
+        for i in 0..p.count() {
+            let (map, e) = port_element(p, i, target);
+            if let Some((_, list)) = by_map.iter_mut().find(|(m, _)| *m == map) {
+                list.push(e);
             }
         }
-        self.run(&c).map_err(|e| match e {
-            Error::Firewall(m) if m.contains("File exists") => Error::PortInUse(format!(
-                "a host port of {} is published already by another container",
-                ports
-                    .iter()
-                    .map(|p| p.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
-            e => e,
-        })
     }
+    by_map
+}
 
-    /// Removes published ports (those that are gone already are skipped).
-    pub fn remove_ports(&mut self, ports: &[PortMapping]) {
-        if ports.is_empty() {
-            return;
+/// Publishes `ports` of the container at `ip` in `table` (made by
+/// [`Firewall::ensure_table`]). A host port that is published already
+/// fails the whole set, naming the ports.
+pub fn add_ports(table: &str, ip: Ipv4Addr, ports: &[PortMapping]) -> Result<()> {
+    let mut done: Vec<&'static str> = Vec::new();
+    for (map, elems) in elements(ports, Some(ip)) {
+        if let Err(e) = nfnl::change(table, map, &elems, true) {
+            // One transaction per map: undo the map done already.
+            for (m, els) in elements(ports, None) {
+                if done.contains(&m) {
+                    let _ = nfnl::change(table, m, &els, false);
+                }
+            }
+            return Err(match e {
+                Error::Netlink { source, .. } if source.raw_os_error() == Some(libc::EEXIST) => {
+                    Error::PortInUse(format!(
+                        "a host port of {} is published already by another container",
+                        ports
+                            .iter()
+                            .map(|p| p.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                }
+                e => e,
+            });
         }
-        let t = self.table.clone();
-        let mut c = String::new();
-        for p in ports {
-            for i in 0..p.count() {
-                let (map, key) = Self::port_key(p, p.host_port + i);
-                let _ = writeln!(c, "delete element ip {t} {map} {{ {key} }}");
+        done.push(map);
+    }
+    Ok(())
+}
+
+/// Takes published ports out of `table` (those gone already are skipped).
+pub fn remove_ports(table: &str, ports: &[PortMapping]) {
+    for (map, elems) in elements(ports, None) {
+        if nfnl::change(table, map, &elems, false).is_err() {
+            for e in elems {
+                let _ = nfnl::change(table, map, std::slice::from_ref(&e), false);
             }
         }
-        self.run_each(&c);
     }
 }

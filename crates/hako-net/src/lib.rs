@@ -11,6 +11,7 @@ pub mod dns;
 pub mod firewall;
 pub mod netlink;
 pub mod netns;
+mod nfnl;
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};

@@ -115,10 +115,10 @@ fn network_namespaces_talk_and_ports_publish() {
         range: 1,
         protocol: hako_net::Protocol::Tcp,
     };
-    fw.add_ports(ip1, std::slice::from_ref(&mapping)).unwrap();
+    hako_net::firewall::add_ports(&table, ip1, std::slice::from_ref(&mapping)).unwrap();
     // The same host port again is refused.
     assert!(matches!(
-        fw.add_ports(endpoints[0].ip, std::slice::from_ref(&mapping)),
+        hako_net::firewall::add_ports(&table, endpoints[0].ip, std::slice::from_ref(&mapping)),
         Err(hako_net::Error::PortInUse(_))
     ));
     for addr in [Ipv4Addr::LOCALHOST, net.gateway] {
@@ -144,7 +144,7 @@ fn network_namespaces_talk_and_ports_publish() {
         range: 1,
         protocol: hako_net::Protocol::Udp,
     };
-    fw.add_ports(ip1, std::slice::from_ref(&umap)).unwrap();
+    hako_net::firewall::add_ports(&table, ip1, std::slice::from_ref(&umap)).unwrap();
     let echo = std::thread::spawn(move || {
         let mut buf = [0u8; 64];
         let (n, from) = udp.recv_from(&mut buf).unwrap();
@@ -161,7 +161,7 @@ fn network_namespaces_talk_and_ports_publish() {
     echo.join().unwrap();
 
     // Everything goes.
-    fw.remove_ports(&[mapping, umap]);
+    hako_net::firewall::remove_ports(&table, &[mapping, umap]);
     for (ep, ns) in endpoints.iter().zip(&namespaces) {
         hako_net::detach(&mut host, ep).unwrap();
         hako_net::netns::remove(ns);
