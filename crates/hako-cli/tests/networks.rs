@@ -218,6 +218,91 @@ fn host_address() -> Option<Ipv4Addr> {
     })
 }
 
+fn gateway_of(s: &Setup, net: &str) -> Ipv4Addr {
+    s.network(net)["IPAM"]["Config"][0]["Gateway"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Another host, as a network namespace of the test's own joined to this
+/// one by a veth pair on a small subnet (traffic stays on this machine).
+struct OutsideHost {
+    name: String,
+    veth: String,
+}
+
+impl OutsideHost {
+    /// This host's address on the link, and the other host's.
+    const HOST: Ipv4Addr = Ipv4Addr::new(198, 18, 77, 1);
+    const PEER: Ipv4Addr = Ipv4Addr::new(198, 18, 77, 2);
+
+    fn new() -> OutsideHost {
+        let tag = format!("{:x}", std::process::id());
+        let o = OutsideHost {
+            name: format!("hkt-out-{tag}"),
+            veth: format!("hkto{tag}"),
+        };
+        let ip = |args: &[&str]| {
+            let st = std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .unwrap();
+            assert!(st.success(), "ip {args:?}");
+        };
+        ip(&["netns", "add", &o.name]);
+        ip(&[
+            "link", "add", &o.veth, "type", "veth", "peer", "name", "eth0", "netns", &o.name,
+        ]);
+        ip(&["addr", "add", &format!("{}/30", Self::HOST), "dev", &o.veth]);
+        ip(&["link", "set", &o.veth, "up"]);
+        ip(&[
+            "-n",
+            &o.name,
+            "addr",
+            "add",
+            &format!("{}/30", Self::PEER),
+            "dev",
+            "eth0",
+        ]);
+        ip(&["-n", &o.name, "link", "set", "eth0", "up"]);
+        ip(&["-n", &o.name, "link", "set", "lo", "up"]);
+        ip(&[
+            "-n",
+            &o.name,
+            "route",
+            "add",
+            "default",
+            "via",
+            &Self::HOST.to_string(),
+        ]);
+        o
+    }
+
+    /// Runs `f` on a thread inside the other host.
+    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let file = std::fs::File::open(format!("/run/netns/{}", self.name)).unwrap();
+        std::thread::spawn(move || {
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+}
+
+impl Drop for OutsideHost {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.veth])
+            .status();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
 fn host_port(s: &Setup, name: &str, port: &str) -> u16 {
     let out = s.ok(&["port", name, port]);
     out.trim().rsplit(':').next().unwrap().parse().unwrap()
@@ -284,6 +369,52 @@ fn bridge_network_publishes_ports() {
     assert!(inside.contains(&format!("inet {web_ip}/")), "{inside}");
     assert!(inside.contains("default via"), "{inside}");
     assert!(inside.contains(&format!("{web_ip}\t{short}")), "{inside}");
+
+    // Another container in web's network namespace reaches it on
+    // loopback.
+    let out = s.sh(
+        &["--network", "container:web"],
+        "wget -qO- http://127.0.0.1/hostname",
+    );
+    assert_eq!(out.trim(), short);
+    // A fixed address and MAC.
+    let gw: Ipv4Addr = gateway_of(&s, "bridge");
+    let o = gw.octets();
+    let fixed = Ipv4Addr::new(o[0], o[1], 200, 9);
+    let out = s.sh(
+        &[
+            "--ip",
+            &fixed.to_string(),
+            "--mac-address",
+            "02:42:00:aa:bb:cc",
+        ],
+        "ip -4 -o addr show eth0; cat /sys/class/net/eth0/address",
+    );
+    assert!(out.contains(&format!("inet {fixed}/")), "{out}");
+    assert!(out.contains("02:42:00:aa:bb:cc"), "{out}");
+
+    // From another host (a network namespace of this test's, on a veth
+    // of its own): the published port, and the container's outbound
+    // connections come from the host's address (NAT).
+    let outside = OutsideHost::new();
+    let body =
+        outside.run(move || http_get(SocketAddr::from((OutsideHost::HOST, port)), "/hostname"));
+    assert_eq!(body.unwrap().trim(), short, "from another host");
+    let listener = outside.run(|| std::net::TcpListener::bind("0.0.0.0:0").unwrap());
+    let lport = listener.local_addr().unwrap().port();
+    let peer = std::thread::spawn(move || {
+        let (mut c, peer) = listener.accept().unwrap();
+        c.write_all(b"hi").unwrap();
+        peer.ip().to_string()
+    });
+    let out = s.sh(&[], &format!("nc {} {lport} </dev/null", OutsideHost::PEER));
+    assert_eq!(out, "hi");
+    assert_eq!(
+        peer.join().unwrap(),
+        OutsideHost::HOST.to_string(),
+        "masqueraded"
+    );
+    drop(outside);
 
     // A host port that is taken is refused, and the failed start keeps
     // nothing of its network.
@@ -405,6 +536,18 @@ fn user_networks_resolve_names_and_stay_apart() {
             .any(|n| n.starts_with("outside.example")),
         "the upstream saw the query"
     );
+    // A rename renames it on the network too (the old name then goes to
+    // the upstream, which answers with its own address).
+    let app_ip = s.ip("only-app", "app");
+    s.ok(&["rename", "only-app", "renamed"]);
+    let out = s.sh(
+        &["--network", "app"],
+        &format!(
+            "wget -qO- http://renamed/hostname >/dev/null && echo new; nslookup only-app 2>&1 | grep -q {app_ip} && echo old; true"
+        ),
+    );
+    assert_eq!(out.trim(), "new", "{out}");
+    s.ok(&["rename", "renamed", "only-app"]);
     // resolv.conf points at the network's gateway.
     let gw = s.network("app")["IPAM"]["Config"][0]["Gateway"]
         .as_str()

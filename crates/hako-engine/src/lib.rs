@@ -1469,7 +1469,9 @@ impl Engine {
             return Err(Error::Invalid(format!("invalid container name {n:?}")));
         }
         let _lock = self.lock(&c.id)?;
-        self.db.rename(&c.id, n)
+        self.db.rename(&c.id, n)?;
+        // Its name on user networks changes with it.
+        self.rename_endpoints(&c.id, &c.name, n)
     }
 
     /// `pause`/`unpause` through the freezer.

@@ -644,6 +644,31 @@ impl Engine {
         self.db.update_config(&c)
     }
 
+    /// After a rename: the container's endpoints answer to the new name.
+    pub(crate) fn rename_endpoints(&self, id: &str, old: &str, new: &str) -> Result<()> {
+        let mut nets = Vec::new();
+        for mut ep in self.endpoints(id)? {
+            let mut changed = false;
+            for a in ep.aliases.iter_mut().filter(|a| *a == old) {
+                *a = new.to_string();
+                changed = true;
+            }
+            if changed {
+                self.db
+                    .conn()
+                    .execute(
+                        "UPDATE endpoints SET data = ?3 WHERE container = ?1 AND network = ?2",
+                        params![id, ep.network, to_json(&ep)?],
+                    )
+                    .map_err(Error::sql)?;
+                if let Some(net) = self.network_row(&ep.network)? {
+                    nets.push(net);
+                }
+            }
+        }
+        self.update_names(nets.iter())
+    }
+
     /// Unplugs one endpoint of a running container and frees its address.
     fn release_endpoint(&self, id: &str, ep: &Endpoint) {
         if let Ok(mut host) = Netlink::open() {
