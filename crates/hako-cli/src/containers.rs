@@ -951,11 +951,24 @@ pub struct RmArgs {
 
 pub fn rm(ctx: &Ctx, a: RmArgs) -> Result<i32> {
     let mut e = engine(ctx)?;
+    remove_each(&a.containers, a.force, |n| {
+        e.remove_with_volumes(n, a.force, a.volumes).map(drop)
+    })
+}
+
+/// Removes each of `names` with `remove`, printing each name removed, as
+/// Docker does; with `force`, one that is not there is no error. Exit code
+/// 1 when any failed.
+pub(crate) fn remove_each(
+    names: &[String],
+    force: bool,
+    mut remove: impl FnMut(&str) -> hako_engine::Result<()>,
+) -> Result<i32> {
     let mut failed = false;
-    for n in &a.containers {
-        match e.remove_with_volumes(n, a.force, a.volumes) {
-            Ok(_) => println!("{n}"),
-            Err(hako_engine::Error::NotFound(_)) if a.force => {}
+    for n in names {
+        match remove(n) {
+            Ok(()) => println!("{n}"),
+            Err(hako_engine::Error::NotFound(_)) if force => {}
             Err(err) => {
                 eprintln!("Error response from daemon: {err}");
                 failed = true;
@@ -963,6 +976,30 @@ pub fn rm(ctx: &Ctx, a: RmArgs) -> Result<i32> {
         }
     }
     Ok(if failed { 1 } else { 0 })
+}
+
+/// `inspect` of each of `names` through `get`: the found ones printed
+/// (with `format`), an error line for each other; exit code 1 if any.
+pub(crate) fn inspect_each(
+    names: &[String],
+    format: Option<&str>,
+    mut get: impl FnMut(&str) -> hako_engine::Result<Value>,
+) -> Result<i32> {
+    let mut out = Vec::new();
+    let mut code = 0;
+    for n in names {
+        match get(n) {
+            Ok(v) => out.push(v),
+            Err(err) => {
+                eprintln!("Error: {err}");
+                code = 1;
+            }
+        }
+    }
+    if !out.is_empty() || format.is_none() {
+        print_inspect(&out, format)?;
+    }
+    Ok(code)
 }
 
 #[derive(Args)]

@@ -293,37 +293,14 @@ pub fn inspect_network(ctx: &Ctx, name: &str) -> Result<Option<Value>> {
 
 fn inspect(ctx: &Ctx, a: InspectArgs) -> Result<i32> {
     let e = crate::containers::engine(ctx)?;
-    let mut out = Vec::new();
-    let mut code = 0;
-    for n in &a.networks {
-        match e.network(n) {
-            Ok(net) => out.push(network_json(&e, &net)),
-            Err(err) => {
-                eprintln!("Error: {err}");
-                code = 1;
-            }
-        }
-    }
-    if !out.is_empty() || a.format.is_none() {
-        crate::containers::print_inspect(&out, a.format.as_deref())?;
-    }
-    Ok(code)
+    crate::containers::inspect_each(&a.networks, a.format.as_deref(), |n| {
+        e.network(n).map(|net| network_json(&e, &net))
+    })
 }
 
 fn rm(ctx: &Ctx, a: RmArgs) -> Result<i32> {
     let mut e = crate::containers::engine(ctx)?;
-    let mut failed = false;
-    for n in &a.networks {
-        match e.network_remove(n) {
-            Ok(_) => println!("{n}"),
-            Err(hako_engine::Error::NotFound(_)) if a.force => {}
-            Err(err) => {
-                eprintln!("Error: {err}");
-                failed = true;
-            }
-        }
-    }
-    Ok(if failed { 1 } else { 0 })
+    crate::containers::remove_each(&a.networks, a.force, |n| e.network_remove(n).map(drop))
 }
 
 fn prune(ctx: &Ctx, a: PruneArgs) -> Result<i32> {

@@ -235,36 +235,15 @@ pub fn inspect_volume(ctx: &Ctx, name: &str) -> Result<Option<Value>> {
 
 fn inspect(ctx: &Ctx, a: InspectArgs) -> Result<i32> {
     let e = crate::containers::engine(ctx)?;
-    let mut out = Vec::new();
-    let mut code = 0;
-    for n in &a.volumes {
-        match e.volume_inspect(n) {
-            Ok(v) => out.push(volume_json(&v)),
-            Err(err) => {
-                eprintln!("Error: {err}");
-                code = 1;
-            }
-        }
-    }
-    if !out.is_empty() || a.format.is_none() {
-        crate::containers::print_inspect(&out, a.format.as_deref())?;
-    }
-    Ok(code)
+    crate::containers::inspect_each(&a.volumes, a.format.as_deref(), |n| {
+        e.volume_inspect(n).map(|v| volume_json(&v))
+    })
 }
 
 fn rm(ctx: &Ctx, a: RmArgs) -> Result<i32> {
     let mut e = crate::containers::engine(ctx)?;
-    let mut failed = false;
-    for n in &a.volumes {
-        match e.volume_remove(n, a.force) {
-            Ok(()) => println!("{n}"),
-            Err(err) => {
-                eprintln!("Error response from daemon: {err}");
-                failed = true;
-            }
-        }
-    }
-    Ok(if failed { 1 } else { 0 })
+    // volume_remove knows what --force forgives.
+    crate::containers::remove_each(&a.volumes, false, |n| e.volume_remove(n, a.force))
 }
 
 pub fn confirm(question: &str) -> Result<bool> {

@@ -84,6 +84,16 @@ fn from_json<T: for<'a> Deserialize<'a>>(what: &str, s: &str) -> Result<T> {
     serde_json::from_str(s).map_err(|e| Error::Corrupt(format!("{what}: {e}")))
 }
 
+/// The first column of the rows of `sql` (one text parameter at most).
+fn column(conn: &rusqlite::Connection, sql: &str, param: Option<&str>) -> Result<Vec<String>> {
+    let mut st = conn.prepare(sql).map_err(Error::sql)?;
+    let params: Vec<&str> = param.into_iter().collect();
+    st.query_map(rusqlite::params_from_iter(params), |r| r.get(0))
+        .map_err(Error::sql)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(Error::sql)
+}
+
 /// Whether a container with network mode `mode` has networks of its own
 /// (not `none`, `host` or another container's).
 pub fn networked(mode: &str) -> bool {
@@ -156,14 +166,11 @@ impl Engine {
         }
         // A unique id prefix, as for containers.
         if name.len() >= 3 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
-            let mut st = conn
-                .prepare("SELECT data FROM networks WHERE id LIKE ?1 || '%'")
-                .map_err(Error::sql)?;
-            let rows: Vec<String> = st
-                .query_map([name], |r| r.get(0))
-                .map_err(Error::sql)?
-                .collect::<rusqlite::Result<_>>()
-                .map_err(Error::sql)?;
+            let rows = column(
+                conn,
+                "SELECT data FROM networks WHERE id LIKE ?1 || '%'",
+                Some(name),
+            )?;
             if rows.len() == 1 {
                 return Ok(Some(from_json(&format!("network {name}"), &rows[0])?));
             }
@@ -174,17 +181,7 @@ impl Engine {
     /// All networks, the default `bridge` among them.
     pub fn networks(&mut self) -> Result<Vec<Network>> {
         self.network(DEFAULT_NETWORK)?;
-        let mut st = self
-            .db
-            .conn()
-            .prepare("SELECT data FROM networks ORDER BY name")
-            .map_err(Error::sql)?;
-        let rows: Vec<String> = st
-            .query_map([], |r| r.get(0))
-            .map_err(Error::sql)?
-            .collect::<rusqlite::Result<_>>()
-            .map_err(Error::sql)?;
-        rows.iter().map(|d| from_json("network", d)).collect()
+        self.networks_raw()
     }
 
     /// The network `name` (or id); the default `bridge` is made on first
@@ -275,17 +272,14 @@ impl Engine {
     }
 
     fn networks_raw(&self) -> Result<Vec<Network>> {
-        let mut st = self
-            .db
-            .conn()
-            .prepare("SELECT data FROM networks")
-            .map_err(Error::sql)?;
-        let rows: Vec<String> = st
-            .query_map([], |r| r.get(0))
-            .map_err(Error::sql)?
-            .collect::<rusqlite::Result<_>>()
-            .map_err(Error::sql)?;
-        rows.iter().map(|d| from_json("network", d)).collect()
+        column(
+            self.db.conn(),
+            "SELECT data FROM networks ORDER BY name",
+            None,
+        )?
+        .iter()
+        .map(|d| from_json("network", d))
+        .collect()
     }
 
     /// `network create`: a user network, whose containers resolve each
@@ -349,17 +343,14 @@ impl Engine {
 
     /// A container's endpoints (while its network is up).
     pub fn endpoints(&self, id: &str) -> Result<Vec<Endpoint>> {
-        let mut st = self
-            .db
-            .conn()
-            .prepare("SELECT data FROM endpoints WHERE container = ?1 ORDER BY rowid")
-            .map_err(Error::sql)?;
-        let rows: Vec<String> = st
-            .query_map([id], |r| r.get(0))
-            .map_err(Error::sql)?
-            .collect::<rusqlite::Result<_>>()
-            .map_err(Error::sql)?;
-        rows.iter().map(|d| from_json("endpoint", d)).collect()
+        column(
+            self.db.conn(),
+            "SELECT data FROM endpoints WHERE container = ?1 ORDER BY rowid",
+            Some(id),
+        )?
+        .iter()
+        .map(|d| from_json("endpoint", d))
+        .collect()
     }
 
     /// A container's published ports (while its network is up).
@@ -508,17 +499,14 @@ impl Engine {
     ) -> Result<(Network, Endpoint)> {
         let net = self.network(&req.name)?;
         hako_net::ensure_network(fw, nl, &net).map_err(net_err)?;
-        let used: Vec<Ipv4Addr> = {
-            let mut st = self
-                .db
-                .conn()
-                .prepare("SELECT ip FROM endpoints WHERE network = ?1")
-                .map_err(Error::sql)?;
-            st.query_map([&net.name], |r| r.get::<_, String>(0))
-                .map_err(Error::sql)?
-                .filter_map(|r| r.ok().and_then(|s| s.parse().ok()))
-                .collect()
-        };
+        let used: Vec<Ipv4Addr> = column(
+            self.db.conn(),
+            "SELECT ip FROM endpoints WHERE network = ?1",
+            Some(&net.name),
+        )?
+        .iter()
+        .filter_map(|s| s.parse().ok())
+        .collect();
         let ip = hako_net::allocate_ip(&net, &used, req.ip).map_err(net_err)?;
         let mac = match &req.mac {
             Some(m) => {
@@ -721,17 +709,14 @@ impl Engine {
     /// an address no other container holds (left by a container gone a
     /// moment ago).
     fn take_stale_ports(&self, table: &str, id: &str, wanted: &[PortMapping]) -> Result<()> {
-        let live: std::collections::HashSet<Ipv4Addr> = {
-            let mut st = self
-                .db
-                .conn()
-                .prepare("SELECT ip FROM endpoints WHERE container != ?1")
-                .map_err(Error::sql)?;
-            st.query_map([id], |r| r.get::<_, String>(0))
-                .map_err(Error::sql)?
-                .filter_map(|r| r.ok().and_then(|s| s.parse().ok()))
-                .collect()
-        };
+        let live: std::collections::HashSet<Ipv4Addr> = column(
+            self.db.conn(),
+            "SELECT ip FROM endpoints WHERE container != ?1",
+            Some(id),
+        )?
+        .iter()
+        .filter_map(|s| s.parse().ok())
+        .collect();
         let mut fw = Firewall::open(table).map_err(net_err)?;
         let stale: Vec<PortMapping> = fw
             .published()
