@@ -758,3 +758,36 @@ fn killed_hako_leaves_no_network_behind() {
     assert!(!err.status.success());
     s.finish();
 }
+
+/// State roots of their own, making networks at the same moment, never
+/// choose the same subnet (and none clashes with a route of the host).
+#[test]
+fn parallel_roots_choose_distinct_subnets() {
+    ensure_monitor();
+    let roots: Vec<Hako> = (0..4).map(|_| Hako::new()).collect();
+    let subnets: Vec<String> = std::thread::scope(|sc| {
+        let handles: Vec<_> = roots
+            .iter()
+            .map(|h| {
+                sc.spawn(move || {
+                    h.ok(&["network", "create", "par"]);
+                    let out = h.ok(&["network", "inspect", "par"]);
+                    let v: Value = serde_json::from_str(&out).unwrap();
+                    v[0]["IPAM"]["Config"][0]["Subnet"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut unique = subnets.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), subnets.len(), "{subnets:?}");
+    for h in &roots {
+        h.ok(&["network", "rm", "par"]);
+        h.ok(&["system", "reset", "-f"]);
+    }
+}

@@ -204,25 +204,35 @@ impl Engine {
 
     /// Chooses the subnet and records the network (under the network lock).
     fn insert_network(&self, name: &str, opts: &NetworkOptions, dns: bool) -> Result<Network> {
+        // Other state roots on this host choose subnets too: the choice,
+        // and the bridge whose route then claims it, are made under a
+        // lock of the whole host.
+        let _host = hako_net::HostLock::acquire("hako-net-subnets").map_err(net_err)?;
         let taken: Vec<Ipv4Net> = self.networks_raw()?.into_iter().map(|n| n.subnet).collect();
+        let routes = Netlink::open()
+            .and_then(|mut n| n.routes())
+            .map_err(net_err)?;
+        let overlaps =
+            |a: &Ipv4Net, b: &Ipv4Net| a.contains(&b.network()) || b.contains(&a.network());
         let subnet = match opts.subnet {
             Some(s) => {
-                if let Some(t) = taken
-                    .iter()
-                    .find(|t| t.contains(&s.network()) || s.contains(&t.network()))
-                {
+                if let Some(t) = taken.iter().find(|t| overlaps(t, &s)) {
                     return Err(Error::Conflict(format!(
                         "subnet {s} overlaps the subnet {t} of another network"
                     )));
                 }
+                if let Some(r) = routes
+                    .iter()
+                    .find(|r| r.destination.prefix_len() > 0 && overlaps(&r.destination, &s))
+                {
+                    return Err(Error::Conflict(format!(
+                        "subnet {s} overlaps the route to {} of this host; choose another",
+                        r.destination
+                    )));
+                }
                 s.trunc()
             }
-            None => {
-                let routes = Netlink::open()
-                    .and_then(|mut n| n.routes())
-                    .map_err(net_err)?;
-                hako_net::choose_subnet(&routes, &taken).map_err(net_err)?
-            }
+            None => hako_net::choose_subnet(&routes, &taken).map_err(net_err)?,
         };
         if subnet.prefix_len() > 30 {
             return Err(Error::Invalid(format!(
@@ -268,6 +278,19 @@ impl Engine {
                 }
                 e => Error::sql(e),
             })?;
+        let made = Firewall::open(&self.firewall_table())
+            .and_then(|mut fw| {
+                let mut nl = Netlink::open()?;
+                hako_net::ensure_network(&mut fw, &mut nl, &net)
+            })
+            .map_err(net_err);
+        if let Err(e) = made {
+            let _ = self
+                .db
+                .conn()
+                .execute("DELETE FROM networks WHERE name = ?1", [&net.name]);
+            return Err(e);
+        }
         Ok(net)
     }
 
@@ -307,15 +330,6 @@ impl Engine {
             }
             self.insert_network(name, opts, true)?
         };
-        let made = (|| -> Result<()> {
-            let mut fw = Firewall::open(&self.firewall_table()).map_err(net_err)?;
-            let mut nl = Netlink::open().map_err(net_err)?;
-            hako_net::ensure_network(&mut fw, &mut nl, &net).map_err(net_err)
-        })();
-        if let Err(e) = made {
-            let _ = self.network_remove(&net.name);
-            return Err(e);
-        }
         Ok(net)
     }
 

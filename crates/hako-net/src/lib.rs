@@ -57,6 +57,32 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A lock shared by every process on this host (in this network
+/// namespace), whatever its state root: an abstract unix socket name, held
+/// while bound and let go by the kernel when its holder ends, even by
+/// SIGKILL. No file, so no path to agree on.
+pub struct HostLock {
+    _socket: std::os::unix::net::UnixListener,
+}
+
+impl HostLock {
+    /// Waits until `name` is free and takes it.
+    pub fn acquire(name: &str) -> Result<HostLock> {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)
+            .map_err(|e| Error::io(format!("lock {name}"), e))?;
+        loop {
+            match std::os::unix::net::UnixListener::bind_addr(&addr) {
+                Ok(socket) => return Ok(HostLock { _socket: socket }),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(e) => return Err(Error::io(format!("lock {name}"), e)),
+            }
+        }
+    }
+}
+
 /// A network: a bridge with a subnet, the gateway on the bridge.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Network {
@@ -404,6 +430,25 @@ pub fn detach(host: &mut Netlink, ep: &Endpoint) -> Result<()> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_lock_is_exclusive_and_let_go() {
+        let name = format!("hako-test-lock-{}", std::process::id());
+        let held = HostLock::acquire(&name).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let n = name.clone();
+        let waiter = std::thread::spawn(move || {
+            let _l = HostLock::acquire(&n).unwrap();
+            tx.send(()).unwrap();
+        });
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(100))
+                .is_err()
+        );
+        drop(held);
+        rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
+        waiter.join().unwrap();
+    }
 
     #[test]
     fn parses_port_mappings() {
