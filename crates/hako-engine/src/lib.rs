@@ -286,6 +286,12 @@ pub fn terminal_size(fd: std::os::fd::BorrowedFd<'_>) -> Option<(u16, u16)> {
     (r == 0 && ws.ws_row > 0).then_some((ws.ws_row, ws.ws_col))
 }
 
+/// A monitor started and waiting for its go.
+struct PendingMonitor {
+    go: std::process::ChildStdin,
+    out: std::process::ChildStdout,
+}
+
 pub struct Engine {
     pub root: PathBuf,
     pub runroot: PathBuf,
@@ -670,14 +676,24 @@ impl Engine {
             fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
             if let Some(img) = image {
                 let store = self.store()?;
+                // A `--rm` container's snapshot goes with it, also after a
+                // crash: its record need not reach the disk.
+                let durable = !c.config.auto_remove;
                 store
-                    .create_snapshot(&id, &img.chain_ids(), Some(&img.id), Snapshotter::Overlay)
+                    .create_snapshot_for(
+                        &id,
+                        &img.chain_ids(),
+                        Some(&img.id),
+                        Snapshotter::Overlay,
+                        durable,
+                    )
                     .or_else(|_| {
-                        store.create_snapshot(
+                        store.create_snapshot_for(
                             &id,
                             &img.chain_ids(),
                             Some(&img.id),
                             Snapshotter::Copy,
+                            durable,
                         )
                     })?;
             }
@@ -954,18 +970,30 @@ impl Engine {
             }
             _ => {}
         }
-        let endpoints = self.network_up(&c)?;
-        let bundle = match self.prepare(&c, &endpoints) {
+        // The container joins its v1 cgroups in some milliseconds: the
+        // kernel's wait for that starts now, beside the work up to then.
+        hako_cgroups::hierarchy::start_migration_grace_period();
+        let run_dir = self.run_dir(&c.id);
+        let _ = fs::remove_dir_all(&run_dir);
+        fs::create_dir_all(&run_dir).ctx(|| format!("create {}", run_dir.display()))?;
+        let sealed = spec::capabilities(&c.config)?
+            .iter()
+            .any(|cap| cap == "CAP_SYS_PTRACE");
+        // The monitor starts now, beside the preparation below, and waits
+        // for its config (dropped unsent on an error: it then just ends).
+        let pending = self.start_monitor(&run_dir, sealed)?;
+        let prepared = self
+            .network_up(&c)
+            .and_then(|endpoints| self.prepare(&c, &endpoints));
+        let bundle = match prepared {
             Ok(b) => b,
             Err(e) => {
                 self.network_down(&c.id);
+                let _ = fs::remove_dir_all(&run_dir);
                 return Err(e);
             }
         };
         hako_runtime::trace::mark("engine: rootfs mounted, spec written");
-        let run_dir = self.run_dir(&c.id);
-        let _ = fs::remove_dir_all(&run_dir);
-        fs::create_dir_all(&run_dir).ctx(|| format!("create {}", run_dir.display()))?;
         let runtime_root = self.runtime_root(&c);
         // A runtime state left by a crash would block the create.
         self.runtime_delete(&c);
@@ -993,15 +1021,16 @@ impl Engine {
             stdin: c.config.interactive,
             restart: c.config.restart.clone(),
             max_restarts: c.config.max_restarts,
-            sealed: spec::capabilities(&c.config)?
-                .iter()
-                .any(|cap| cap == "CAP_SYS_PTRACE"),
+            sealed,
             exit_command,
         };
         let bytes = serde_json::to_vec(&mcfg).map_err(|e| Error::Invalid(e.to_string()))?;
-        fs::write(run_dir.join(hako_monitor::CONFIG_FILE), bytes)
-            .ctx(|| format!("write {}", run_dir.display()))?;
-        let ready = match self.spawn_monitor(&run_dir) {
+        if let Err(e) = fs::write(run_dir.join(hako_monitor::CONFIG_FILE), bytes) {
+            self.release(&c);
+            let _ = fs::remove_dir_all(&run_dir);
+            return Err(Error::io(format!("write {}", run_dir.display()), e));
+        }
+        let ready = match self.monitor_go(pending) {
             Ok(r) => r,
             Err(e) => {
                 self.release(&c);
@@ -1038,7 +1067,9 @@ impl Engine {
         c.exit_code = 0;
         c.error = String::new();
         self.db.update(&c)?;
-        if c.config.network == "none" {
+        if c.config.network == "none" && c.config.runtime.is_some() {
+            // The built-in runtime sets `lo` up in a new network namespace;
+            // another may not.
             loopback_up(c.pid)?;
         }
         hako_runtime::trace::mark("engine: record updated, lo up");
@@ -1062,31 +1093,43 @@ impl Engine {
         Ok((c, attach.then_some(Attached { stream, run_dir })))
     }
 
-    /// Starts the monitor in a session of its own. It stays this process's
-    /// child (no double fork: a `hako` command is short-lived, and the
-    /// monitor is adopted by init when it ends); no one waits for it here.
-    fn spawn_monitor(&self, run_dir: &Path) -> Result<Ready> {
+    /// Starts the monitor in a process group of its own, waiting for its
+    /// config ([`Engine::monitor_go`]). It stays this process's child (no
+    /// double fork: a `hako` command is short-lived, and the monitor is
+    /// adopted by init when it ends); no one waits for it here.
+    fn start_monitor(&self, run_dir: &Path, sealed: bool) -> Result<PendingMonitor> {
         use std::os::unix::process::CommandExt;
         let mut cmd = std::process::Command::new(&self.monitor_bin);
-        cmd.arg(run_dir)
-            .stdin(std::process::Stdio::null())
+        cmd.arg(run_dir);
+        if sealed {
+            cmd.arg("--sealed");
+        }
+        cmd.arg("--wait")
+            .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit());
-        // SAFETY: setsid is async-signal-safe and touches no memory.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            })
-        };
+            .stderr(std::process::Stdio::inherit())
+            // A process group of its own from the start, so no signal from
+            // this command's terminal reaches it; and no pre_exec, so the
+            // spawn is a vfork-like posix_spawn, not a copy of this process.
+            .process_group(0);
         let mut child = cmd
             .spawn()
             .map_err(|e| Error::io(format!("run {}", self.monitor_bin.display()), e))?;
+        let go = child.stdin.take();
         let out = child.stdout.take();
-        let mut line = String::new();
-        if let Some(out) = out {
-            let _ = BufReader::new(out).read_line(&mut line);
+        match (go, out) {
+            (Some(go), Some(out)) => Ok(PendingMonitor { go, out }),
+            _ => Err(Error::Invalid("the monitor's pipes are missing".into())),
         }
+    }
+
+    /// Tells a waiting monitor its config is written; its report.
+    fn monitor_go(&self, mut pending: PendingMonitor) -> Result<Ready> {
+        use std::io::Write as _;
+        let _ = pending.go.write_all(b"g");
+        drop(pending.go);
+        let mut line = String::new();
+        let _ = BufReader::new(pending.out).read_line(&mut line);
         serde_json::from_str(&line).map_err(|_| {
             Error::Invalid(format!(
                 "{} did not report (is it the monitor of this hako?)",
@@ -1097,7 +1140,11 @@ impl Engine {
 
     /// Unmounts the root filesystem (mounted by `prepare`).
     fn release(&self, c: &Container) {
-        self.network_down(&c.id);
+        // (A container that left its last network while it ran keeps its
+        // namespace file until now.)
+        if networks::networked(&c.config.network) || self.netns_path(&c.id).exists() {
+            self.network_down(&c.id);
+        }
         if c.config.rootfs.is_none()
             && let Ok(p) = self.rootfs_path(c)
         {
@@ -1610,38 +1657,15 @@ fn start_failure_code(message: &str) -> i32 {
     }
 }
 
-/// Brings `lo` up in the network namespace of `pid` (a new network
-/// namespace starts with it down). A thread of its own: `setns` changes
-/// only the calling thread.
+/// Brings `lo` up in the network namespace of `pid`, from a thread of its
+/// own (`setns` moves only the calling thread).
 fn loopback_up(pid: i32) -> Result<()> {
     let path = format!("/proc/{pid}/ns/net");
     let ns = fs::File::open(&path).ctx(|| format!("open {path}"))?;
     std::thread::spawn(move || -> std::io::Result<()> {
         nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
             .map_err(std::io::Error::from)?;
-        // SAFETY: a datagram socket for an interface ioctl; closed below.
-        let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        if sock < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: ifreq is plain data; zeroed is a valid value.
-        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-        for (i, b) in b"lo".iter().enumerate() {
-            req.ifr_name[i] = *b as libc::c_char;
-        }
-        // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own.
-        let res = unsafe {
-            if libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req) < 0 {
-                -1
-            } else {
-                req.ifr_ifru.ifru_flags |= libc::c_short::try_from(libc::IFF_UP).unwrap_or(1);
-                libc::ioctl(sock, libc::SIOCSIFFLAGS, &req)
-            }
-        };
-        let err = std::io::Error::last_os_error();
-        // SAFETY: closing the socket made above.
-        unsafe { libc::close(sock) };
-        if res < 0 { Err(err) } else { Ok(()) }
+        hako_runtime::loopback_up()
     })
     .join()
     .map_err(|_| Error::Invalid("bring up lo: the thread panicked".into()))?

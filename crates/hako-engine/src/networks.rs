@@ -689,11 +689,11 @@ impl Engine {
     /// a file, so a restart rejoins it), a veth and an address on each of
     /// its networks, its published ports, its names.
     pub(crate) fn network_up(&self, c: &Container) -> Result<Vec<(Network, Endpoint)>> {
-        // Whatever a crash left is released first.
-        self.network_down(&c.id);
         if !networked(&c.config.network) {
             return Ok(Vec::new());
         }
+        // Whatever a crash left is released first.
+        self.network_down(&c.id);
         let res = (|| -> Result<Vec<(Network, Endpoint)>> {
             let eps = self.assign_addresses(c)?;
             hako_runtime::trace::mark("engine: addresses assigned");

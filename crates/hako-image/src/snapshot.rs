@@ -193,6 +193,21 @@ impl Store {
         image: Option<&Digest>,
         snapshotter: Snapshotter,
     ) -> Result<Snapshot> {
+        self.create_snapshot_for(name, layers, image, snapshotter, true)
+    }
+
+    /// [`Store::create_snapshot`]; without `durable` its record is not
+    /// synced to disk (for a snapshot that is removed with its user, and
+    /// after a crash: a container run with `--rm`). Still made aside and
+    /// renamed in, so no one sees half of it.
+    pub fn create_snapshot_for(
+        &self,
+        name: &str,
+        layers: &[Digest],
+        image: Option<&Digest>,
+        snapshotter: Snapshotter,
+        durable: bool,
+    ) -> Result<Snapshot> {
         let dir = self.snapshot_dir(name)?;
         if dir.exists() {
             return Err(Error::Invalid(format!("snapshot {name} already exists")));
@@ -237,7 +252,12 @@ impl Store {
             };
             let bytes =
                 serde_json::to_vec_pretty(&record).map_err(|e| Error::Invalid(e.to_string()))?;
-            write_atomic(&staging.join("snapshot.json"), &bytes)?;
+            if durable {
+                write_atomic(&staging.join("snapshot.json"), &bytes)?;
+            } else {
+                fs::write(staging.join("snapshot.json"), &bytes)
+                    .ctx(|| format!("create snapshot {name}"))?;
+            }
             fs::rename(&staging, &dir).ctx(|| format!("create snapshot {name}"))
         })();
         if let Err(e) = res {

@@ -140,6 +140,11 @@ fn run(ctx: &InitContext) -> Result<Infallible> {
     }
     crate::trace::mark("init: namespaces");
     set_names(spec, plan)?;
+    // A network namespace of its own starts with `lo` down; up, as crun
+    // does it (a container with no network still talks to itself).
+    if plan.new_net {
+        let _ = sys::loopback_up();
+    }
     // The pid the hooks see is the init's pid in the runtime's namespace,
     // which the host's /proc (still mounted here) tells.
     let host_pid: i32 = std::fs::read_link("/proc/self")

@@ -84,16 +84,28 @@ pub fn receive_console(stream: &std::os::unix::net::UnixStream) -> Result<std::o
 }
 
 /// Timing of the phases of a command, printed to stderr when
-/// `HAKO_RUNTIME_TRACE` is set: where the milliseconds of a `run` go. With
+/// `HAKO_RUNTIME_TRACE` is set: where the milliseconds of a `run` go. When
+/// its value is an absolute path, every process (the monitor too, whose
+/// stderr goes nowhere) appends its marks there instead, stamped with the
+/// monotonic clock so that processes line up. With
 /// `HAKO_RUNTIME_CRASH_AT=<phase>` the process SIGKILLs itself at that
 /// phase, which is how the crash tests show that any moment of a create
 /// can be cleaned up after.
+/// Sets `lo` up in the calling thread's network namespace (what the
+/// built-in runtime does in a new one; for callers that used another
+/// runtime).
+pub fn loopback_up() -> std::io::Result<()> {
+    sys::loopback_up().map_err(std::io::Error::from)
+}
+
 pub mod trace {
+    use std::io::Write;
     use std::sync::OnceLock;
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
     struct Trace {
         start: Option<Instant>,
+        file: Option<std::fs::File>,
         crash_at: Option<String>,
     }
 
@@ -101,20 +113,56 @@ pub mod trace {
 
     /// Reads the variables (once); `debug` turns the timing on as well.
     pub fn init(debug: bool) {
-        TRACE.get_or_init(|| Trace {
-            start: (debug || std::env::var_os("HAKO_RUNTIME_TRACE").is_some()).then(Instant::now),
-            crash_at: std::env::var("HAKO_RUNTIME_CRASH_AT").ok(),
+        TRACE.get_or_init(|| {
+            let var = std::env::var_os("HAKO_RUNTIME_TRACE");
+            let file = var
+                .as_ref()
+                .filter(|v| v.as_encoded_bytes().starts_with(b"/"))
+                .and_then(|p| {
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(p)
+                        .ok()
+                });
+            Trace {
+                start: (debug || var.is_some()).then(Instant::now),
+                file,
+                crash_at: std::env::var("HAKO_RUNTIME_CRASH_AT").ok(),
+            }
         });
+    }
+
+    fn monotonic_ms() -> f64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes into the timespec it is given.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        Duration::new(
+            u64::try_from(ts.tv_sec).unwrap_or(0),
+            u32::try_from(ts.tv_nsec).unwrap_or(0),
+        )
+        .as_secs_f64()
+            * 1000.0
     }
 
     pub fn mark(what: &str) {
         let Some(t) = TRACE.get() else { return };
         if let Some(start) = t.start {
-            eprintln!(
-                "[{:>8.3} ms] {} {what}",
-                start.elapsed().as_secs_f64() * 1000.0,
-                std::process::id()
-            );
+            match &t.file {
+                Some(f) => {
+                    // One write per line: lines of processes do not mix.
+                    let line = format!("{:.3} {} {what}\n", monotonic_ms(), std::process::id());
+                    let _ = (&*f).write_all(line.as_bytes());
+                }
+                None => eprintln!(
+                    "[{:>8.3} ms] {} {what}",
+                    start.elapsed().as_secs_f64() * 1000.0,
+                    std::process::id()
+                ),
+            }
         }
         if t.crash_at.as_deref() == Some(what) {
             // SAFETY: kill with plain integers, aimed at this process; the

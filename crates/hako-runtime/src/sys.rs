@@ -268,6 +268,33 @@ pub fn close_fds_except(first: u32, keep: &[RawFd]) -> nix::Result<()> {
     Ok(())
 }
 
+/// Sets `lo` up in the calling thread's network namespace.
+pub fn loopback_up() -> nix::Result<()> {
+    // SAFETY: a datagram socket for an interface ioctl; closed below.
+    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if sock < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (i, b) in b"lo".iter().enumerate() {
+        req.ifr_name[i] = libc::c_char::try_from(*b).unwrap_or(0);
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own.
+    let res = unsafe {
+        if libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req) < 0 {
+            -1
+        } else {
+            req.ifr_ifru.ifru_flags |= libc::c_short::try_from(libc::IFF_UP).unwrap_or(1);
+            libc::ioctl(sock, libc::SIOCSIFFLAGS, &req)
+        }
+    };
+    let err = Errno::last();
+    // SAFETY: closing the socket made above.
+    unsafe { libc::close(sock) };
+    if res < 0 { Err(err) } else { Ok(()) }
+}
+
 pub fn set_domainname(name: &str) -> nix::Result<()> {
     // SAFETY: setdomainname reads `len` bytes from a valid buffer.
     let ret = unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) };

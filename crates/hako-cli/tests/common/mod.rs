@@ -163,22 +163,25 @@ pub fn tar_of(dir: &Path) -> Vec<u8> {
     TarBuilder::new().tree(dir).build()
 }
 
-/// The monitor binary beside `hako` (a workspace test run builds it; a
-/// run of this package alone may not have).
+/// The monitor and resolver binaries beside `hako`, up to date.
 pub fn ensure_monitor() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let hako = Path::new(env!("CARGO_BIN_EXE_hako"));
-        for (bin, package) in [("hako-monitor", "hako-monitor"), ("hako-dns", "hako-net")] {
-            if !hako.with_file_name(bin).exists() {
-                let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-                let st = Command::new(cargo)
-                    .args(["build", "-p", package, "--bin", bin])
-                    .status()
-                    .unwrap();
-                assert!(st.success(), "build {bin}");
-            }
+        // Built every time (a no-op when fresh): a binary left from an
+        // older build would test old code.
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build
+            .args(["build", "-p", "hako-monitor", "--bin", "hako-monitor"])
+            .args(["-p", "hako-net", "--bin", "hako-dns"]);
+        if Path::new(env!("CARGO_BIN_EXE_hako"))
+            .parent()
+            .is_some_and(|d| d.ends_with("release"))
+        {
+            build.arg("--release");
         }
+        let st = build.status().unwrap();
+        assert!(st.success(), "build hako-monitor and hako-dns");
     });
 }
 

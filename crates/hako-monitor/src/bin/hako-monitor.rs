@@ -82,6 +82,11 @@ fn resume(dir: &Path, handoff: &str) -> ! {
     std::process::exit(code)
 }
 
+/// Arguments: re-execute from a sealed copy first; wait for the engine's
+/// go on stdin before reading the config.
+const SEALED_FLAG: &str = "--sealed";
+const WAIT_FLAG: &str = "--wait";
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() == 4 && args[2] == HANDOFF_FLAG {
@@ -89,17 +94,19 @@ fn main() {
     }
     // HAKO_RUNTIME_TRACE shows the create's phases here too.
     hako_runtime::trace::init(false);
-    if args.len() != 2 {
+    let flags = args.get(2..).unwrap_or_default();
+    if args.len() < 2 || flags.iter().any(|f| f != SEALED_FLAG && f != WAIT_FLAG) {
         eprintln!(
-            "usage: hako-monitor RUNDIR\nhako-monitor is started by hako; it is not run by hand"
+            "usage: hako-monitor RUNDIR [{SEALED_FLAG}] [{WAIT_FLAG}]\nhako-monitor is started by hako; it is not run by hand"
         );
         std::process::exit(2);
     }
     let dir = PathBuf::from(&args[1]);
-    let sealed = fs::read(dir.join(CONFIG_FILE))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<MonitorConfig>(&b).ok())
-        .is_some_and(|c| c.sealed);
+    let sealed = flags.iter().any(|f| f == SEALED_FLAG)
+        || fs::read(dir.join(CONFIG_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<MonitorConfig>(&b).ok())
+            .is_some_and(|c| c.sealed);
     if sealed && let Err(e) = hako_runtime::selfexe::reexec_sealed() {
         let mut out = Some(File::from(
             nix::unistd::dup(io::stdout()).unwrap_or_else(|_| std::process::exit(1)),
@@ -120,8 +127,18 @@ fn main() {
         }
     };
     set_cloexec(sync.as_raw_fd());
-    // Our own session (the engine starts us in one already): no signal
-    // from the terminal of the `hako` that started us reaches the monitor.
+    // Started early, beside the engine's own preparation (exec and start-up
+    // then cost the `run` nothing): the config is there once the engine
+    // says so on stdin. Its end of the pipe closed unsaid means it gave up.
+    if flags.iter().any(|f| f == WAIT_FLAG) {
+        let mut go = [0u8; 1];
+        if !matches!(io::stdin().read(&mut go), Ok(1)) || go[0] != b'g' {
+            std::process::exit(0);
+        }
+    }
+    // Our own session where we can have one (the engine starts us as the
+    // leader of a process group of our own, which keeps the terminal's
+    // signals away already, and a group leader cannot start a session).
     let _ = nix::unistd::setsid();
     null_stdio();
     let mut sync = Some(sync);
