@@ -1061,7 +1061,7 @@ pub struct PsArgs {
     /// The latest created.
     #[arg(short = 'l', long)]
     latest: bool,
-    /// name=…, id=…, status=…, label=KEY[=VALUE], ancestor=…
+    /// name=…, id=…, status=…, label=KEY[=VALUE], ancestor=…, exited=…, network=…
     #[arg(short, long)]
     filter: Vec<String>,
     #[arg(long)]
@@ -1145,7 +1145,8 @@ fn matches_filter(c: &Container, f: &str) -> Result<bool> {
             Some((lk, lv)) => c.config.labels.get(lk).is_some_and(|x| x == lv),
             None => c.config.labels.contains_key(v),
         },
-        _ => bail!("--filter {k}: use name, id, status, ancestor, exited or label"),
+        "network" => c.config.network == v || c.config.networks.iter().any(|n| n.name == v),
+        _ => bail!("--filter {k}: use name, id, status, ancestor, exited, label or network"),
     })
 }
 

@@ -536,6 +536,12 @@ fn user_networks_resolve_names_and_stay_apart() {
             .any(|n| n.starts_with("outside.example")),
         "the upstream saw the query"
     );
+    assert_eq!(
+        s.ok(&["ps", "--filter", "network=app", "--format", "{{.Names}}"])
+            .lines()
+            .count(),
+        2
+    );
     // A rename renames it on the network too (the old name then goes to
     // the upstream, which answers with its own address).
     let app_ip = s.ip("only-app", "app");

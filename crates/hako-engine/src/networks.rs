@@ -511,7 +511,14 @@ impl Engine {
         req: &NetworkRequest,
         index: usize,
     ) -> Result<(Network, Endpoint)> {
-        let net = self.network(&req.name)?;
+        // Not `network()`: the caller holds the network lock, which that
+        // takes to make the default network (made at create already).
+        let net = self.network_row(&req.name)?.ok_or_else(|| {
+            Error::NotFound(format!(
+                "network {} not found (see `hako network ls`)",
+                req.name
+            ))
+        })?;
         hako_net::ensure_network(fw, nl, &net).map_err(net_err)?;
         let used: Vec<Ipv4Addr> = column(
             self.db.conn(),
