@@ -562,11 +562,12 @@ fn network_config(a: &CreateArgs, c: &mut ContainerConfig) -> Result<()> {
 }
 
 /// Resolves the image, pulling it as `--pull` says.
-fn image_for(ctx: &Ctx, a: &CreateArgs) -> Result<Option<hako_image::store::Image>> {
+fn image_for(ctx: &Ctx, e: &Engine, a: &CreateArgs) -> Result<Option<hako_image::store::Image>> {
     if a.rootfs {
         return Ok(None);
     }
-    let store = hako_image::store::Store::open(&ctx.root)
+    let store = e
+        .store()
         .with_context(|| format!("open the image store at {}", ctx.root.display()))?;
     let local = store.resolve(&a.image);
     match (a.pull.as_str(), local) {
@@ -593,10 +594,10 @@ fn foreground(a: &CreateArgs) -> Result<Foreground> {
 
 fn create_container(ctx: &Ctx, a: &CreateArgs) -> Result<(Engine, Container)> {
     let cfg = build_config(a)?;
-    let img = image_for(ctx, a)?;
-    hako_runtime::trace::mark("run: image resolved");
     let mut e = engine(ctx)?;
     hako_runtime::trace::mark("run: engine open");
+    let img = image_for(ctx, &e, a)?;
+    hako_runtime::trace::mark("run: image resolved");
     let c = e.create(&a.image, img.as_ref(), cfg, a.name.as_deref())?;
     Ok((e, c))
 }

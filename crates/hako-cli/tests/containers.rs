@@ -14,30 +14,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A store with `busybox` pulled from a registry of its own.
-struct Setup {
-    h: Hako,
-    _reg: Registry,
-    image: String,
-}
+type Setup = Busybox;
 
-impl Setup {
-    fn new() -> Setup {
-        let (h, reg, image) = busybox_store();
-        Setup {
-            h,
-            _reg: reg,
-            image,
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> std::process::Output {
-        self.h.run(args)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        self.h.ok(args)
-    }
-
+impl Busybox {
     fn inspect(&self, name: &str) -> Value {
         let out = self.ok(&["container", "inspect", name]);
         serde_json::from_str::<Value>(&out).unwrap()[0].clone()

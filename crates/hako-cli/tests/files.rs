@@ -13,39 +13,12 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// A store with `busybox` pulled from a registry of its own.
-struct Setup {
-    h: Hako,
-    _reg: Registry,
-    image: String,
-}
+type Setup = Busybox;
 
-impl Setup {
-    fn new() -> Setup {
-        let (h, reg, image) = busybox_store();
-        Setup {
-            h,
-            _reg: reg,
-            image,
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> std::process::Output {
-        self.h.run(args)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        self.h.ok(args)
-    }
-
+impl Busybox {
     /// Runs and asserts failure (any code); returns stderr.
     fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            !out.status.success(),
-            "hako {args:?} should have failed\nstdout: {}",
-            text(&out.stdout)
-        );
-        text(&out.stderr)
+        self.h.refuses(args)
     }
 
     /// Starts a detached container that runs `script`, then sleeps, and

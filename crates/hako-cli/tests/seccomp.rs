@@ -10,11 +10,8 @@ use common::*;
 
 const EPERM: &str = "Operation not permitted";
 
-struct Setup {
-    h: Hako,
-    _reg: Registry,
-    image: String,
-}
+/// A store with `busybox` pulled from a registry of its own.
+type Setup = Busybox;
 
 /// What a foreground `hako run --rm` gave: exit code, stdout, stderr.
 struct Ran {
@@ -23,18 +20,9 @@ struct Ran {
     err: String,
 }
 
-impl Setup {
-    fn new() -> Setup {
-        let (h, reg, image) = busybox_store();
-        Setup {
-            h,
-            _reg: reg,
-            image,
-        }
-    }
-
+impl Busybox {
     /// `hako run --rm [flags] IMAGE cmd...`
-    fn run(&self, flags: &[&str], cmd: &[&str]) -> Ran {
+    fn run_rm(&self, flags: &[&str], cmd: &[&str]) -> Ran {
         let mut args = vec!["run", "--rm"];
         args.extend_from_slice(flags);
         args.push(&self.image);
@@ -48,8 +36,8 @@ impl Setup {
     }
 
     /// Runs and asserts success.
-    fn ok(&self, flags: &[&str], cmd: &[&str]) -> String {
-        let r = self.run(flags, cmd);
+    fn ok_rm(&self, flags: &[&str], cmd: &[&str]) -> String {
+        let r = self.run_rm(flags, cmd);
         assert_eq!(
             r.code,
             Some(0),
@@ -62,7 +50,7 @@ impl Setup {
 
     /// Runs and asserts failure with `error` in stderr.
     fn refused(&self, flags: &[&str], cmd: &[&str], error: &str) {
-        let r = self.run(flags, cmd);
+        let r = self.run_rm(flags, cmd);
         assert_ne!(r.code, Some(0), "{flags:?} {cmd:?} should have failed");
         assert!(
             r.err.contains(error),
@@ -82,7 +70,7 @@ impl Setup {
 #[test]
 fn everyday_programs_run_under_the_allowlist() {
     let s = Setup::new();
-    let mode = s.ok(&[], &["grep", "^Seccomp:", "/proc/self/status"]);
+    let mode = s.ok_rm(&[], &["grep", "^Seccomp:", "/proc/self/status"]);
     assert_eq!(mode.split_whitespace().last(), Some("2"), "{mode}");
     // A shell forking pipelines, files, clocks, sleeps, sockets, signals,
     // and the usage text of network tools (which exit 1 on -h).
@@ -95,15 +83,15 @@ fn everyday_programs_run_under_the_allowlist() {
         echo served > /tmp/f; httpd -f -p 8080 -h /tmp & \
         for i in $(seq 50); do wget -q -O - http://127.0.0.1:8080/f && break; sleep 0.1; done; \
         kill $!; echo done";
-    let out = s.ok(&[], &["sh", "-c", script]);
+    let out = s.ok_rm(&[], &["sh", "-c", script]);
     assert_eq!(out, "b\n0\nLinux\nserved\ndone\n");
     // personality for the 32-bit domain is one of the values allowed.
-    let arch = s.ok(&[], &["linux32", "uname", "-m"]);
+    let arch = s.ok_rm(&[], &["linux32", "uname", "-m"]);
     if cfg!(target_arch = "x86_64") {
         assert_eq!(arch, "i686\n");
     }
     // chroot with the default CAP_SYS_CHROOT; without it, refused.
-    s.ok(&[], &["chroot", "/", "true"]);
+    s.ok_rm(&[], &["chroot", "/", "true"]);
     s.refused(
         &["--cap-drop", "SYS_CHROOT"],
         &["chroot", "/", "true"],
@@ -118,16 +106,16 @@ fn refused_syscalls_and_capabilities_that_open_them() {
     // A user namespace needs no capability from the kernel: the refusal
     // is the filter's (unshare and setns are CAP_SYS_ADMIN's syscalls).
     s.refused(&[], &["unshare", "-U", "true"], EPERM);
-    s.ok(
+    s.ok_rm(
         &["--security-opt", "seccomp=unconfined"],
         &["unshare", "-U", "true"],
     );
-    s.ok(&["--privileged"], &["unshare", "-U", "true"]);
-    s.ok(&["--cap-add", "SYS_ADMIN"], &["unshare", "-U", "true"]);
+    s.ok_rm(&["--privileged"], &["unshare", "-U", "true"]);
+    s.ok_rm(&["--cap-add", "SYS_ADMIN"], &["unshare", "-U", "true"]);
     // The other namespaces, which the kernel also wants CAP_SYS_ADMIN for.
     s.refused(&[], &["unshare", "-n", "true"], EPERM);
-    s.ok(&["--cap-add", "SYS_ADMIN"], &["unshare", "-n", "true"]);
-    s.ok(
+    s.ok_rm(&["--cap-add", "SYS_ADMIN"], &["unshare", "-n", "true"]);
+    s.ok_rm(
         &["--cap-add", "CAP_SYS_ADMIN"],
         &["unshare", "-m", "-u", "-i", "true"],
     );
@@ -147,7 +135,7 @@ fn refused_syscalls_and_capabilities_that_open_them() {
     // Setting the clock: with CAP_SYS_TIME the call reaches the kernel,
     // which refuses a time before 1970 (the host's clock never changes).
     // date reports the failure but exits 0.
-    let set_date = |flags: &[&str]| s.run(flags, &["date", "-s", "@-100000"]).err;
+    let set_date = |flags: &[&str]| s.run_rm(flags, &["date", "-s", "@-100000"]).err;
     let err = set_date(&[]);
     assert!(
         err.contains("can't set date") && err.contains(EPERM),

@@ -93,13 +93,7 @@ impl Setup {
 
     /// Runs and expects failure; returns stderr.
     fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            !out.status.success(),
-            "hako {args:?} should have failed\nstdout: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
+        self.h.refuses(args)
     }
 
     fn volumes(&self) -> Vec<String> {

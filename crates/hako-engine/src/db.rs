@@ -104,6 +104,32 @@ fn finish(pair: (Container, String)) -> Result<Container> {
     Ok(c)
 }
 
+/// Writes the state columns of `c` (for [`Db::insert`] and [`Db::update`]).
+fn write_state(conn: &Connection, c: &Container) -> Result<()> {
+    let n = conn
+        .execute(
+            "UPDATE containers SET status = ?2, pid = ?3, monitor_pid = ?4, monitor_start = ?5, \
+             started_at = ?6, finished_at = ?7, exit_code = ?8, restart_count = ?9, error = ?10 WHERE id = ?1",
+            params![
+                c.id,
+                c.status.as_str(),
+                c.pid,
+                c.monitor_pid,
+                i64::try_from(c.monitor_start).unwrap_or(0),
+                c.started_at,
+                c.finished_at,
+                c.exit_code,
+                i64::from(c.restart_count),
+                c.error
+            ],
+        )
+        .map_err(Error::sql)?;
+    if n == 0 {
+        return Err(Error::NotFound(format!("no such container: {}", c.id)));
+    }
+    Ok(())
+}
+
 impl Db {
     pub fn open(root: &Path) -> Result<Db> {
         let path = root.join("hako.db");
@@ -147,7 +173,8 @@ impl Db {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(Error::sql)?;
         let res = tx.execute(
-            &format!("INSERT INTO containers ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"),
+            "INSERT INTO containers (id, name, image, image_id, created, config, status) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 c.id,
                 c.name,
@@ -155,19 +182,13 @@ impl Db {
                 c.image_id,
                 c.created,
                 config,
-                c.status.as_str(),
-                c.pid,
-                c.monitor_pid,
-                i64::try_from(c.monitor_start).unwrap_or(0),
-                c.started_at,
-                c.finished_at,
-                c.exit_code,
-                i64::from(c.restart_count),
-                c.error
+                c.status.as_str()
             ],
         );
         match res {
-            Ok(_) => {}
+            Ok(_) => {
+                write_state(&tx, c)?;
+            }
             Err(rusqlite::Error::SqliteFailure(f, _))
                 if f.code == rusqlite::ErrorCode::ConstraintViolation =>
             {
@@ -194,29 +215,7 @@ impl Db {
     /// change only through [`Db::rename`] and [`Db::update_config`], so a
     /// state written from an older read cannot undo them).
     pub fn update(&mut self, c: &Container) -> Result<()> {
-        let n = self
-            .conn
-            .execute(
-                "UPDATE containers SET status = ?2, pid = ?3, monitor_pid = ?4, monitor_start = ?5, \
-                 started_at = ?6, finished_at = ?7, exit_code = ?8, restart_count = ?9, error = ?10 WHERE id = ?1",
-                params![
-                    c.id,
-                    c.status.as_str(),
-                    c.pid,
-                    c.monitor_pid,
-                    i64::try_from(c.monitor_start).unwrap_or(0),
-                    c.started_at,
-                    c.finished_at,
-                    c.exit_code,
-                    i64::from(c.restart_count),
-                    c.error
-                ],
-            )
-            .map_err(Error::sql)?;
-        if n == 0 {
-            return Err(Error::NotFound(format!("no such container: {}", c.id)));
-        }
-        Ok(())
+        write_state(&self.conn, c)
     }
 
     /// Gives a container a new name; a taken one is refused.

@@ -1034,6 +1034,7 @@ impl Engine {
             Ok(r) => r,
             Err(e) => {
                 self.release(&c);
+                let _ = fs::remove_dir_all(&run_dir);
                 return Err(e);
             }
         };
@@ -1287,8 +1288,9 @@ impl Engine {
         self.db.update(&c)
     }
 
+    /// Removes a container's files; what it held is released already
+    /// ([`Engine::release`]).
     fn remove_files(&self, c: &Container) -> Result<()> {
-        self.release(c);
         if c.config.rootfs.is_none() {
             self.store()?.remove_snapshot(&c.id)?;
         }
@@ -1470,6 +1472,7 @@ impl Engine {
         self.db.update(&c)?;
         self.end_stray_monitor(&c);
         self.runtime_delete(&c);
+        self.release(&c);
         self.remove_files(&c)?;
         self.db.delete(&c.id)?;
         if volumes {

@@ -108,11 +108,8 @@ impl Engine {
         if self.root == std::path::Path::new("/var/lib/hako") {
             return None;
         }
-        let mut h: u32 = 0x811c_9dc5;
-        for b in self.root.as_os_str().as_encoded_bytes() {
-            h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
-        }
-        Some(format!("{h:08x}"))
+        let h = hako_net::name_hash(&[self.root.as_os_str().as_encoded_bytes()]);
+        Some(format!("{:08x}", h & 0xffff_ffff))
     }
 
     /// hako's nftables table for this root.

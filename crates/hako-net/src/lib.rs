@@ -319,13 +319,22 @@ pub fn check_mac(s: &str) -> Result<()> {
     parse_mac(s).map(drop)
 }
 
+/// A short, stable hash (FNV-1a) of `parts`, for names of host objects
+/// (devices, tables) that must be unique and fit the kernel's limits.
+pub fn name_hash(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (i, part) in parts.iter().enumerate() {
+        let sep: &[u8] = if i == 0 { &[] } else { &[0] };
+        for b in sep.iter().chain(part.iter()) {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
 /// The name of the host's end of a container's veth on a network.
 pub fn veth_name(container_id: &str, network_id: &str) -> String {
-    // FNV-1a: short, stable, and spread enough for a device name.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in container_id.bytes().chain([0]).chain(network_id.bytes()) {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
+    let h = name_hash(&[container_id.as_bytes(), network_id.as_bytes()]);
     format!("veth{:010x}", h & 0xff_ffff_ffff)
 }
 
@@ -343,6 +352,15 @@ pub fn ensure_network(fw: &mut Firewall, nl: &mut Netlink, net: &Network) -> Res
     if nl.link_index(&net.bridge)?.is_some() {
         return Ok(());
     }
+    let made = make_network(fw, nl, net);
+    if made.is_err() {
+        // Nothing half made stays: the rules, the bridge.
+        let _ = remove_network(fw, nl, net);
+    }
+    made
+}
+
+fn make_network(fw: &mut Firewall, nl: &mut Netlink, net: &Network) -> Result<()> {
     fw.ensure_table()?;
     fw.add_network(&net.bridge, net.subnet, net.internal)?;
     if !net.internal {

@@ -87,6 +87,17 @@ impl Hako {
         ok(&self.run(args), args)
     }
 
+    /// Runs and asserts failure with any exit code; returns stderr.
+    pub fn refuses(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "hako {args:?} should have failed\nstdout: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
     /// Runs and asserts failure; returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args);
@@ -183,6 +194,34 @@ pub fn ensure_monitor() {
         let st = build.status().unwrap();
         assert!(st.success(), "build hako-monitor and hako-dns");
     });
+}
+
+/// A `hako` store that pulled busybox from a registry of its own, which
+/// lives as long as this.
+pub struct Busybox {
+    pub h: Hako,
+    _reg: Registry,
+    /// The image's reference in that registry.
+    pub image: String,
+}
+
+impl Busybox {
+    pub fn new() -> Busybox {
+        let (h, reg, image) = busybox_store();
+        Busybox {
+            h,
+            _reg: reg,
+            image,
+        }
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.h.run(args)
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        self.h.ok(args)
+    }
 }
 
 /// A registry of its own holding busybox (`Cmd ["sh"]`, `FROM_IMAGE=1`)
