@@ -29,6 +29,21 @@ impl std::fmt::Display for ExitError {
 impl std::error::Error for ExitError {}
 
 pub(crate) fn engine(ctx: &Ctx) -> Result<Engine> {
+    let mut e = engine_as_is(ctx)?;
+    // The first command after a boot applies the restart policies.
+    if let Some(report) = e
+        .after_boot()
+        .context("restart containers after the boot")?
+    {
+        for (name, err) in report.failed {
+            eprintln!("hako: warning: container {name} was not restarted after the boot: {err:#}");
+        }
+    }
+    Ok(e)
+}
+
+/// The engine, without the after-boot work (`system boot` reports it).
+pub(crate) fn engine_as_is(ctx: &Ctx) -> Result<Engine> {
     let exe = std::env::current_exe().context("find the hako binary")?;
     let mut e = Engine::open(&ctx.root, &ctx.runroot, &exe).with_context(|| {
         format!(
@@ -873,7 +888,7 @@ pub fn start(ctx: &Ctx, a: StartArgs) -> Result<i32> {
         match e.start(name, false, false) {
             Ok(_) => println!("{name}"),
             Err(err) => {
-                eprintln!("Error response from daemon: {err}");
+                eprintln!("Error: {err}");
                 failed = true;
             }
         }
@@ -971,7 +986,7 @@ pub(crate) fn remove_each(
             Ok(()) => println!("{n}"),
             Err(hako_engine::Error::NotFound(_)) if force => {}
             Err(err) => {
-                eprintln!("Error response from daemon: {err}");
+                eprintln!("Error: {err}");
                 failed = true;
             }
         }
@@ -1987,7 +2002,8 @@ pub fn reset(ctx: &Ctx, force: bool) -> Result<i32> {
             return Ok(0);
         }
     }
-    let mut e = engine(ctx)?;
+    // Not `engine`: nothing is restarted only to be removed.
+    let mut e = engine_as_is(ctx)?;
     for c in e.list()? {
         e.remove_with_volumes(&c.id, true, true)
             .with_context(|| format!("remove container {}", c.name))?;
@@ -2000,4 +2016,21 @@ pub fn reset(ctx: &Ctx, force: bool) -> Result<i32> {
     }
     store.collect_garbage()?;
     Ok(0)
+}
+
+/// `system boot`: the after-boot work at once (the `hako-restart` unit
+/// runs it at boot), and what it did.
+pub fn boot(ctx: &Ctx) -> Result<i32> {
+    let mut e = engine_as_is(ctx)?;
+    let Some(report) = e.after_boot()? else {
+        println!("nothing to do: this boot was handled already");
+        return Ok(0);
+    };
+    for name in &report.restarted {
+        println!("restarted {name}");
+    }
+    for (name, err) in &report.failed {
+        eprintln!("hako: container {name} was not restarted: {err:#}");
+    }
+    Ok(if report.failed.is_empty() { 0 } else { 125 })
 }

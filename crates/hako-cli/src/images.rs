@@ -873,9 +873,13 @@ fn du(dir: &std::path::Path) -> u64 {
 }
 
 pub fn df(ctx: &Ctx, format: Option<&str>) -> Result<i32> {
-    let store = store(ctx)?;
+    let mut engine = crate::containers::engine_as_is(ctx)?;
+    let all_containers = engine.list()?;
+    let volume_list = engine.volume_list()?;
+    let users = engine.volume_users()?;
+    let store = engine.store()?;
     let images = store.images()?;
-    let used = images_in_use(&store)?;
+    let used = images_in_use(store)?;
     // Layers shared by several images count once.
     let mut all_layers = BTreeSet::new();
     let mut used_layers = BTreeSet::new();
@@ -896,36 +900,44 @@ pub fn df(ctx: &Ctx, format: Option<&str>) -> Result<i32> {
     let total = size_of(&all_layers);
     let reclaimable = total - size_of(&used_layers).min(total);
     let pct = |part: u64, whole: u64| (part * 100).checked_div(whole).unwrap_or(0);
-    // Containers are their snapshots: in use while mounted, sized by their
-    // own changes.
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut containers = (0usize, 0usize, 0u64);
-    for name in store.snapshots()? {
-        let snap = store.snapshot(&name)?;
-        containers.0 += 1;
-        let merged = snap.merged_dir().display().to_string();
-        if mountinfo
-            .lines()
-            .any(|l| l.split(' ').nth(4) == Some(merged.as_str()))
-        {
+    // A container's size is its own changes; a running one's cannot be
+    // reclaimed. (`--rootfs` containers have no snapshot.)
+    let mut containers = (all_containers.len(), 0usize, 0u64, 0u64);
+    for c in &all_containers {
+        let running = matches!(
+            c.status,
+            hako_engine::Status::Running | hako_engine::Status::Paused
+        );
+        let size = store
+            .snapshot(&c.id)
+            .map(|s| du(&s.upper_dir()))
+            .unwrap_or(0);
+        containers.2 += size;
+        if running {
             containers.1 += 1;
+        } else {
+            containers.3 += size;
         }
-        containers.2 += du(&snap.upper_dir());
     }
-    let mut volumes = (0usize, 0u64);
-    if let Ok(dir) = std::fs::read_dir(ctx.root.join("volumes")) {
-        for v in dir.flatten() {
-            volumes.0 += 1;
-            volumes.1 += du(&v.path());
+    // A volume some container (in any state) names is in use, as Docker
+    // counts it.
+    let mut volumes = (volume_list.len(), 0usize, 0u64, 0u64);
+    for v in &volume_list {
+        let size = du(&v.mountpoint);
+        volumes.2 += size;
+        if users.get(&v.name).is_some_and(|u| !u.is_empty()) {
+            volumes.1 += 1;
+        } else {
+            volumes.3 += size;
         }
     }
     let rows = vec![
         json!({"Type": "Images", "TotalCount": images.len().to_string(), "Active": used.len().to_string(),
                "Size": human_size(total), "Reclaimable": format!("{} ({}%)", human_size(reclaimable), pct(reclaimable, total))}),
         json!({"Type": "Containers", "TotalCount": containers.0.to_string(), "Active": containers.1.to_string(),
-               "Size": human_size(containers.2), "Reclaimable": human_size(containers.2)}),
-        json!({"Type": "Local Volumes", "TotalCount": volumes.0.to_string(), "Active": "0",
-               "Size": human_size(volumes.1), "Reclaimable": human_size(volumes.1)}),
+               "Size": human_size(containers.2), "Reclaimable": format!("{} ({}%)", human_size(containers.3), pct(containers.3, containers.2))}),
+        json!({"Type": "Local Volumes", "TotalCount": volumes.0.to_string(), "Active": volumes.1.to_string(),
+               "Size": human_size(volumes.2), "Reclaimable": format!("{} ({}%)", human_size(volumes.3), pct(volumes.3, volumes.2))}),
         json!({"Type": "Build Cache", "TotalCount": "0", "Active": "0", "Size": "0B", "Reclaimable": "0B"}),
     ];
     let column = |f: &str| match f {

@@ -304,6 +304,11 @@ enum SystemCommand {
         #[arg(short, long)]
         force: bool,
     },
+    /// Apply the restart policies after a boot: containers the boot ended
+    /// are settled, `always` ones (and `unless-stopped`/`on-failure` ones
+    /// the boot stopped) start again. The first command after a boot does
+    /// this anyway; contrib/systemd/hako-restart.service runs it at boot.
+    Boot,
 }
 
 #[derive(Args)]
@@ -407,6 +412,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Logout(a) => images::logout(&ctx, a),
         Command::System(SystemCommand::Df(a)) => images::df(&ctx, a.format.as_deref()),
         Command::System(SystemCommand::Reset { force }) => containers::reset(&ctx, force),
+        Command::System(SystemCommand::Boot) => containers::boot(&ctx),
         Command::Volume(c) => volumes::run(&ctx, c),
         Command::Network(c) => networks::run(&ctx, c),
     }

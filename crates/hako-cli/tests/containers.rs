@@ -464,6 +464,92 @@ fn crashes_of_hako_and_the_monitor_are_repaired() {
     s.finish();
 }
 
+/// A reboot, as the run root sees it: every container's processes are
+/// gone (SIGKILL of monitor and init) and the kernel's boot id is not the
+/// one the run root was last used in. The next command settles what the
+/// boot ended and applies Docker's rules: `always` starts again even when
+/// stopped by hand; `unless-stopped` only when the boot stopped it.
+#[test]
+fn restart_policies_after_a_reboot() {
+    let s = Setup::new();
+    let sleeper = |name: &str, policy: &str, network: &str| {
+        s.ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--restart",
+            policy,
+            "--network",
+            network,
+            &s.image,
+            "sleep",
+            "600",
+        ]);
+    };
+    sleeper("always", "always", "bridge");
+    sleeper("unless", "unless-stopped", "none");
+    sleeper("failing", "on-failure", "none");
+    sleeper("always-stopped", "always", "none");
+    sleeper("unless-stopped", "unless-stopped", "none");
+    sleeper("plain", "no", "none");
+    s.ok(&["stop", "-t", "1", "always-stopped", "unless-stopped"]);
+    let ran_before = s.inspect("always")["State"]["Pid"].as_i64().unwrap();
+    for name in ["always", "unless", "failing", "plain"] {
+        let pid = s.inspect(name)["State"]["Pid"].as_i64().unwrap();
+        let monitor = ppid_of(pid);
+        unsafe_kill(monitor);
+        unsafe_kill(i32::try_from(pid).unwrap());
+        wait_for("the container to go", || {
+            !Path::new(&format!("/proc/{pid}")).exists() || zombie(i32::try_from(pid).unwrap())
+        });
+    }
+    let marker = s.h.dir.path().join("run/boot-id");
+    let this_boot = std::fs::read_to_string(&marker).unwrap();
+    std::fs::write(&marker, "00000000-0000-0000-0000-000000000000\n").unwrap();
+
+    let out = s.ok(&["system", "boot"]);
+    let mut restarted: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("restarted "))
+        .collect();
+    restarted.sort_unstable();
+    assert_eq!(
+        restarted,
+        ["always", "always-stopped", "failing", "unless"],
+        "{out}"
+    );
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), this_boot);
+    for name in ["always", "always-stopped", "failing", "unless"] {
+        let st = s.inspect(name);
+        assert_eq!(st["State"]["Status"], "running", "{name}: {st}");
+    }
+    assert_ne!(
+        s.inspect("always")["State"]["Pid"].as_i64().unwrap(),
+        ran_before
+    );
+    // The restarted container is on its network again.
+    let ip = s.inspect("always")["NetworkSettings"]["IPAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!ip.is_empty());
+    let plain = s.inspect("plain");
+    assert_eq!(plain["State"]["Status"], "exited");
+    assert_eq!(plain["State"]["ExitCode"], 255);
+    assert!(
+        plain["State"]["Error"]
+            .as_str()
+            .unwrap()
+            .contains("host restarted"),
+        "{plain}"
+    );
+    assert_eq!(s.inspect("unless-stopped")["State"]["Status"], "exited");
+    // Once a boot is handled, it is not handled again.
+    assert!(s.ok(&["system", "boot"]).contains("nothing to do"));
+    s.finish();
+}
+
 fn ppid_of(pid: i64) -> i32 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     stat.rsplit(')')

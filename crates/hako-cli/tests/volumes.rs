@@ -484,6 +484,36 @@ fn volume_in_use_is_not_removed() {
             );
         }
     }
+    // `system df` counts them as active, and an unused one as reclaimable.
+    s.ok(&["volume", "create", "spare"]);
+    s.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "spare:/d",
+        bb,
+        "sh",
+        "-c",
+        "echo 12345678 > /d/f",
+    ]);
+    let df = s.ok(&["system", "df", "--format", "json"]);
+    let row = |kind: &str| -> serde_json::Value {
+        df.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|r| r["Type"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} row in {df}"))
+    };
+    let volumes = row("Local Volumes");
+    assert_eq!(volumes["TotalCount"], "3", "{df}");
+    assert_eq!(volumes["Active"], "2", "{df}");
+    assert!(
+        volumes["Reclaimable"].as_str().unwrap().starts_with("9B"),
+        "{df}"
+    );
+    let containers = row("Containers");
+    assert_eq!(containers["TotalCount"], "2", "{df}");
+    assert_eq!(containers["Active"], "1", "{df}");
+    s.ok(&["volume", "rm", "spare"]);
     // Prune does not touch them either.
     s.ok(&["volume", "prune", "-f", "-a"]);
     assert_eq!(s.volumes(), ["busy", "live"]);

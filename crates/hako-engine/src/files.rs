@@ -18,7 +18,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timest
 use rustix::io::Errno;
 use std::ffi::OsStr;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -842,7 +842,89 @@ impl Engine {
             snap.mount(store, &merged)?;
             Some(TempMount(merged.clone()))
         };
-        f(&Tree::open(&merged, &label)?)
+        let tree = Tree::open(&merged, &label)?;
+        if !running && live {
+            // As its processes would see it: Docker's `cp` reaches a
+            // stopped container's volumes and bind mounts too. They go
+            // with the root filesystem's (detaching) unmount.
+            self.mount_volumes(&c, &tree)?;
+        }
+        f(&tree)
+    }
+
+    /// Binds the container's volumes and bind mounts onto its mounted
+    /// root filesystem, each mount point resolved inside it (a link in the
+    /// image cannot send a mount onto the host). Tmpfs mounts have no
+    /// content while it is stopped.
+    fn mount_volumes(&self, c: &crate::Container, tree: &Tree) -> Result<()> {
+        use nix::mount::{MsFlags, mount};
+        let mut mounts: Vec<&crate::MountSpec> = c
+            .config
+            .mounts
+            .iter()
+            .filter(|m| m.kind != crate::MountKind::Tmpfs)
+            .collect();
+        // Outer mount points before the ones inside them.
+        mounts.sort_by_key(|m| components(&m.target).len());
+        for m in mounts {
+            let source = match m.kind {
+                crate::MountKind::Volume => self.volume_mountpoint(&m.source),
+                _ => PathBuf::from(&m.source),
+            };
+            let is_dir = match std::fs::metadata(&source) {
+                Ok(meta) => meta.is_dir(),
+                // A volume not filled yet, a bind source gone: nothing to
+                // show (start would make or refuse it).
+                Err(_) => continue,
+            };
+            let comps: Vec<String> = components(&m.target)
+                .into_iter()
+                .map(String::from)
+                .collect();
+            let point = if is_dir {
+                tree.make_dir(&comps)?
+            } else {
+                match tree.resolve(&m.target, OFlags::PATH) {
+                    Ok(fd) => fd,
+                    Err(_) => continue,
+                }
+            };
+            let at = format!("/proc/self/fd/{}", point.as_raw_fd());
+            mount(
+                Some(&source),
+                at.as_str(),
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(|e| {
+                Error::io(
+                    format!("bind {} on {}", source.display(), tree.where_(&m.target)),
+                    e.into(),
+                )
+            })?;
+            if m.readonly {
+                // The mount just made, reached through the same path.
+                let top = tree
+                    .resolve(&m.target, OFlags::PATH)
+                    .map_err(sys(format!("open {}", tree.where_(&m.target))))?;
+                let at = format!("/proc/self/fd/{}", top.as_raw_fd());
+                mount(
+                    None::<&str>,
+                    at.as_str(),
+                    None::<&str>,
+                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                    None::<&str>,
+                )
+                .map_err(|e| {
+                    Error::io(
+                        format!("make {} read-only", tree.where_(&m.target)),
+                        e.into(),
+                    )
+                })?;
+            }
+        }
+        Ok(())
     }
 
     /// `cp`: between a container and the host, in either direction.

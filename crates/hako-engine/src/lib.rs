@@ -7,6 +7,7 @@
 //! it records. Any command that finds a container whose monitor is gone
 //! repairs the record and releases what the container held.
 
+pub mod boot;
 pub mod db;
 pub mod error;
 pub mod files;
