@@ -49,7 +49,7 @@ impl Busybox {
                 == 0,
             "container directories left"
         );
-        assert!(self.h.entries("snapshots").is_empty(), "snapshots left");
+        self.h.assert_no_snapshots();
         for id in &ids {
             hako_testutil::LeakCheck::new(&[self.h.dir.path()], id).assert_clean();
         }

@@ -53,7 +53,7 @@ impl Busybox {
             self.ok(&["rm", "-f", id]);
         }
         assert_eq!(self.ok(&["ps", "-a", "-q"]), "");
-        assert!(self.h.entries("snapshots").is_empty(), "snapshots left");
+        self.h.assert_no_snapshots();
         for id in &ids {
             hako_testutil::LeakCheck::new(&[self.h.dir.path()], id).assert_clean();
         }

@@ -904,39 +904,8 @@ fn free_port(p: &PortMapping) -> Result<u16> {
     port.ctx(|| format!("find a free host port on {ip}"))
 }
 
-/// Takes `ports` out of the firewall table `table` in a child process of
-/// its own (forked twice, so that no one need wait for it), which then
-/// bears the kernel's wait.
+/// Takes `ports` out of the firewall table `table` in a detached child,
+/// which then bears the kernel's wait.
 fn release_in_background(table: &str, ports: &[PortMapping]) {
-    use nix::unistd::{ForkResult, fork};
-    // SAFETY: the child only makes syscalls and allocates (glibc makes
-    // malloc safe across fork); it ends with _exit, running no destructors
-    // of the parent's objects.
-    match unsafe { fork() } {
-        Ok(ForkResult::Child) => {
-            // SAFETY: plain syscalls on this process's own descriptors.
-            unsafe {
-                if libc::fork() != 0 {
-                    libc::_exit(0);
-                }
-                libc::setsid();
-                // Nothing of the parent's stays open here: not its locks,
-                // not the pipes its caller reads to the end.
-                libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
-                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-                if null == 0 {
-                    libc::dup2(0, 1);
-                    libc::dup2(0, 2);
-                }
-            }
-            hako_net::firewall::remove_ports(table, ports);
-            // SAFETY: ends the child without unwinding into the parent's
-            // state.
-            unsafe { libc::_exit(0) }
-        }
-        Ok(ForkResult::Parent { child }) => {
-            let _ = nix::sys::wait::waitpid(child, None);
-        }
-        Err(_) => hako_net::firewall::remove_ports(table, ports),
-    }
+    crate::detached(|| hako_net::firewall::remove_ports(table, ports));
 }

@@ -303,14 +303,27 @@ impl Store {
     /// Unmounts (at its own mount point) and removes a snapshot; a
     /// missing one is not an error, so that cleanup can be repeated.
     pub fn remove_snapshot(&self, name: &str) -> Result<()> {
+        if let Some(trash) = self.retire_snapshot(name)? {
+            fs::remove_dir_all(&trash).ctx(|| format!("remove snapshot {name}"))?;
+        }
+        Ok(())
+    }
+
+    /// Unmounts a snapshot and moves it out of its name, to a trash
+    /// directory the caller removes (or [`Store::collect_garbage`] does,
+    /// should the caller die first); `None` when there is no such
+    /// snapshot.
+    pub fn retire_snapshot(&self, name: &str) -> Result<Option<PathBuf>> {
         let dir = self.snapshot_dir(name)?;
         if !dir.exists() {
-            return Ok(());
+            return Ok(None);
         }
         unmount(&dir.join("merged"))?;
-        let trash = self.snapshots_dir().join(temp_name(name));
+        let trash = self
+            .snapshots_dir()
+            .join(format!(".trash{}", temp_name(name)));
         fs::rename(&dir, &trash).ctx(|| format!("remove snapshot {name}"))?;
-        fs::remove_dir_all(&trash).ctx(|| format!("remove snapshot {name}"))
+        Ok(Some(trash))
     }
 }
 

@@ -691,6 +691,15 @@ impl Store {
                 out.bytes += size;
             }
         }
+        // Snapshots retired by a process that died before it removed them.
+        let snapshots = self.snapshots_dir();
+        if let Ok(entries) = fs::read_dir(&snapshots) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(".trash") {
+                    let _ = fs::remove_dir_all(e.path());
+                }
+            }
+        }
         let ingest = self.root.join("ingest");
         for e in fs::read_dir(&ingest)
             .ctx(|| format!("read {}", ingest.display()))?

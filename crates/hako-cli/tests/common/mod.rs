@@ -124,6 +124,20 @@ impl Hako {
         v
     }
 
+    /// No snapshot is left. A `--rm` container's snapshot is taken apart
+    /// in the background after `run` returns: given a few seconds.
+    pub fn assert_no_snapshots(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !self.entries("snapshots").is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(
+            self.entries("snapshots").is_empty(),
+            "snapshots left: {:?}",
+            self.entries("snapshots")
+        );
+    }
+
     /// Image ids, as `images -q --no-trunc` prints them.
     pub fn image_ids(&self) -> Vec<String> {
         let mut v: Vec<String> = self

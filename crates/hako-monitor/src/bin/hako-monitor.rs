@@ -345,6 +345,8 @@ struct Monitor {
     last: Option<ExitRecord>,
     /// This process holds only what the loop needs (or tried to get there).
     lean: bool,
+    /// Memory was shed while the created container waited for its start.
+    shed: bool,
 }
 
 impl Monitor {
@@ -384,6 +386,7 @@ impl Monitor {
             created_at: Instant::now(),
             last: None,
             lean: false,
+            shed: false,
         })
     }
 
@@ -440,6 +443,7 @@ impl Monitor {
             created_at: Instant::now(),
             last: None,
             lean: true,
+            shed: true,
         };
         Ok((m, run))
     }
@@ -728,7 +732,9 @@ impl Monitor {
         }
         run.pid = pid;
         run.created = created;
-        shed_setup_memory();
+        // Memory is shed later, off the path of `run`: when a created
+        // container waits for its start (`serve`), or when the monitor
+        // goes lean after the start.
         Ok(run)
     }
 
@@ -759,8 +765,6 @@ impl Monitor {
         run.created = None;
         run.started = Some(Instant::now());
         run.started_at = hako_runtime::state::now_rfc3339();
-        // Starting touched code the loop does not need either.
-        shed_setup_memory();
         Ok(())
     }
 
@@ -832,6 +836,12 @@ impl Monitor {
                     drop(fds);
                     self.go_lean(run);
                     continue;
+                }
+                Ok(0) if run.started.is_none() && !self.lean && !self.shed => {
+                    // Created, and no start came at once (`create`): what
+                    // create touched goes while it waits.
+                    shed_setup_memory();
+                    self.shed = true;
                 }
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(format!("poll: {e}")),
