@@ -60,15 +60,7 @@ impl Engine {
             return Ok(None);
         }
         // Many commands may be first at once: one does the work.
-        let lock_path = self.runroot.join("locks").join("boot.lock");
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .ctx(|| format!("open {}", lock_path.display()))?;
-        lock.lock()
-            .ctx(|| format!("lock {}", lock_path.display()))?;
+        let _lock = self.run_lock("boot.lock")?;
         if fs::read_to_string(&marker).is_ok_and(|m| m.trim() == boot) {
             return Ok(None);
         }

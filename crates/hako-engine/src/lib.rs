@@ -536,7 +536,15 @@ impl Engine {
     }
 
     pub fn lock(&self, id: &str) -> Result<ContainerLock> {
-        let path = self.runroot.join("locks").join(format!("{id}.lock"));
+        Ok(ContainerLock {
+            _file: self.run_lock(&format!("{id}.lock"))?,
+        })
+    }
+
+    /// An exclusive lock on `<runroot>/locks/NAME`, held while the file
+    /// lives.
+    pub(crate) fn run_lock(&self, name: &str) -> Result<fs::File> {
+        let path = self.runroot.join("locks").join(name);
         let file = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -544,7 +552,7 @@ impl Engine {
             .open(&path)
             .ctx(|| format!("open {}", path.display()))?;
         file.lock().ctx(|| format!("lock {}", path.display()))?;
-        Ok(ContainerLock { _file: file })
+        Ok(file)
     }
 
     pub fn lookup(&self, what: &str) -> Result<Container> {

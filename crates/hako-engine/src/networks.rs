@@ -137,15 +137,7 @@ impl Engine {
     }
 
     fn network_lock(&self) -> Result<fs::File> {
-        let path = self.runroot.join("locks").join("network.lock");
-        let f = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .ctx(|| format!("open {}", path.display()))?;
-        f.lock().ctx(|| format!("lock {}", path.display()))?;
-        Ok(f)
+        self.run_lock("network.lock")
     }
 
     fn network_row(&self, name: &str) -> Result<Option<Network>> {

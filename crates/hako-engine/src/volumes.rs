@@ -142,18 +142,9 @@ impl Engine {
         if !valid_name(name) {
             return Err(VolumeError::InvalidName(name.to_string()).into());
         }
-        let path = self
-            .runroot
-            .join("locks")
-            .join(format!("volume-{name}.lock"));
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .ctx(|| format!("open {}", path.display()))?;
-        file.lock().ctx(|| format!("lock {}", path.display()))?;
-        Ok(VolumeLock { _file: file })
+        Ok(VolumeLock {
+            _file: self.run_lock(&format!("volume-{name}.lock"))?,
+        })
     }
 
     /// `volume create`: a new volume, or the one of that name (Docker
