@@ -958,6 +958,13 @@ impl Engine {
         cleanup: bool,
     ) -> Result<(Container, Option<Attached>)> {
         let found = self.db.lookup(what)?;
+        // A monitor left by a `start` killed before it recorded it still
+        // holds a created container; on its way out it would take the new
+        // run's socket and runtime state with it. It goes first, and
+        // before the lock: its last act, the cleanup, takes the lock.
+        if !matches!(found.status, Status::Running | Status::Paused) {
+            self.end_stray_monitor(&found);
+        }
         let _lock = self.lock(&found.id)?;
         let Some(mut c) = self.refresh(self.db.lookup(&found.id)?)? else {
             return Err(Error::NotFound(format!("no such container: {what}")));
@@ -1485,7 +1492,7 @@ impl Engine {
     /// A monitor the record does not know of (a `start` killed between
     /// starting the monitor and recording it) still holds a created
     /// container: end that container and wait for the monitor, so that it
-    /// writes nothing into what is being removed.
+    /// touches nothing of what is being removed or started again.
     fn end_stray_monitor(&self, c: &Container) {
         let dir = self.run_dir(&c.id);
         if !dir.join(hako_monitor::ATTACH_SOCKET).exists() {
