@@ -1599,10 +1599,17 @@ pub fn exec(ctx: &Ctx, a: ExecArgs) -> Result<i32> {
         }
         .into());
     }
-    if c.config.runtime.is_some() {
-        bail!("exec into a container of an external runtime is not supported yet");
+    let process = exec_process(&e, &c, &a)?;
+    match &c.config.runtime {
+        None => exec_builtin(&e, &c, &process, &a),
+        Some(bin) => exec_external(&e, &c, bin, &process, &a),
     }
-    let spec = e.spec_of(&c)?;
+}
+
+/// The exec's process: the container's own, with the command and the
+/// flags of `exec` (one for every runtime).
+fn exec_process(e: &Engine, c: &Container, a: &ExecArgs) -> Result<oci_spec::runtime::Process> {
+    let spec = e.spec_of(c)?;
     let mut process = spec["process"].clone();
     process["args"] = json!(a.command);
     process["terminal"] = json!(a.tty);
@@ -1629,9 +1636,42 @@ pub fn exec(ctx: &Ctx, a: ExecArgs) -> Result<i32> {
         })?;
         process["capabilities"] = json!({"bounding": all, "effective": all, "permitted": all});
     }
-    let process: oci_spec::runtime::Process =
-        serde_json::from_value(process).context("the exec process")?;
-    let root = e.runtime_root(&c);
+    serde_json::from_value(process).context("the exec process")
+}
+
+/// Docker's exit code when the runtime could not run the exec's program:
+/// 127 when it is not there, 126 when it cannot be invoked (or anything
+/// else went wrong).
+fn exec_failure_code(message: &str) -> i32 {
+    let m = message.to_ascii_lowercase();
+    if m.contains("not found") || m.contains("no such file") {
+        127
+    } else {
+        126
+    }
+}
+
+/// Points `fds` (of 0, 1 and 2) at /dev/null: the exec's program
+/// inherits them.
+fn stdio_to_null(fds: std::ops::Range<i32>) -> Result<()> {
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    for fd in fds {
+        // SAFETY: dup2 onto the standard descriptors; no memory involved.
+        unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) };
+    }
+    Ok(())
+}
+
+fn exec_builtin(
+    e: &Engine,
+    c: &Container,
+    process: &oci_spec::runtime::Process,
+    a: &ExecArgs,
+) -> Result<i32> {
+    let root = e.runtime_root(c);
     let (console, mut ours) = if a.tty {
         let (x, y) = std::os::unix::net::UnixStream::pair().context("socketpair")?;
         (Some(x), Some(y))
@@ -1640,19 +1680,15 @@ pub fn exec(ctx: &Ctx, a: ExecArgs) -> Result<i32> {
     };
     if a.detach {
         // Detached: no stdio from here.
-        let null = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/null")?;
-        for fd in 0..3 {
-            // SAFETY: dup2 onto the standard descriptors; no memory involved.
-            unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) };
-        }
+        stdio_to_null(0..3)?;
+    } else if !a.interactive {
+        // As Docker: without -i the program reads no input of ours.
+        stdio_to_null(0..1)?;
     }
     let pid = hako_runtime::exec::exec(
         &root,
         &c.id,
-        &process,
+        process,
         hako_runtime::ExecOptions {
             console_socket: None,
             console_stream: console,
@@ -1665,34 +1701,149 @@ pub fn exec(ctx: &Ctx, a: ExecArgs) -> Result<i32> {
     )
     .map_err(|err| {
         let text = err.to_string();
-        let code = if text.contains("not found") || text.contains("No such file") {
-            127
-        } else {
-            126
-        };
         anyhow::Error::new(ExitError {
-            code,
+            code: exec_failure_code(&text),
             message: text,
         })
     })?;
     if a.detach {
         return Ok(0);
     }
-    let _pty = match ours.take() {
-        Some(s) => Some(proxy_pty(&s, a.interactive)?),
+    let pty = match ours.take() {
+        Some(s) => Some(proxy_pty(
+            hako_runtime::receive_console(&s)?,
+            a.interactive,
+        )?),
         None => None,
     };
     let set = hako_runtime::container::block_signals();
     let code = hako_runtime::container::wait_forwarding(pid, &set)?;
+    finish_pty(pty);
     Ok(code)
 }
 
-/// Copies between our terminal and the exec's pty until the pty closes.
+/// A directory of its own for one exec's files (its process, the
+/// runtime's log, the pid file, the console socket), in the container's
+/// run directory: parallel execs do not meet, and whatever a killed exec
+/// leaves goes with the run directory.
+struct ExecDir(PathBuf);
+
+impl ExecDir {
+    fn make(run_dir: &std::path::Path) -> Result<ExecDir> {
+        let dir = run_dir.join(format!("exec-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).with_context(|| format!("create {}", dir.display()))?;
+        Ok(ExecDir(dir))
+    }
+}
+
+impl Drop for ExecDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `exec` through an external runtime (runc's command line): `BIN exec
+/// --detach --process FILE --pid-file P [--tty --console-socket S] ID`.
+/// Always `--detach`, so that the runtime's exit status says whether the
+/// program started, never how it ended, and its errors come from its log.
+/// Unless `-d`, this process is a subreaper: the program, orphaned when
+/// the runtime exits, becomes its child, and is then waited for, given
+/// signals and (with `-t`) its pty proxied as with the built-in runtime.
+fn exec_external(
+    e: &Engine,
+    c: &Container,
+    bin: &std::path::Path,
+    process: &oci_spec::runtime::Process,
+    a: &ExecArgs,
+) -> Result<i32> {
+    use std::process::Stdio;
+    let dir = ExecDir::make(&e.run_dir(&c.id))?;
+    let process_file = dir.0.join("process.json");
+    std::fs::write(&process_file, serde_json::to_vec(process)?)
+        .with_context(|| format!("write {}", process_file.display()))?;
+    let (log, pid_file) = (dir.0.join("runtime.log"), dir.0.join("exec.pid"));
+    let console = if a.tty {
+        Some(
+            hako_monitor::ConsoleSocket::bind(&dir.0)
+                .with_context(|| format!("make a console socket in {}", dir.0.display()))?,
+        )
+    } else {
+        None
+    };
+    let mut cmd = hako_monitor::external_runtime_logged(bin, &e.runtime_root(c), &log);
+    cmd.args(["exec", "--detach", "--process"])
+        .arg(&process_file)
+        .arg("--pid-file")
+        .arg(&pid_file);
+    if let Some(s) = &console {
+        cmd.arg("--tty").arg("--console-socket").arg(s.path());
+    }
+    cmd.arg(&c.id);
+    // Without a terminal the runtime hands its own stdio to the program.
+    if a.detach {
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    } else if a.interactive {
+        cmd.stdin(Stdio::inherit());
+    }
+    let signals = if a.detach {
+        None
+    } else {
+        nix::sys::prctl::set_child_subreaper(true)
+            .context("become a subreaper to wait for the exec's program")?;
+        // Blocked before the program exists, so that none is lost.
+        Some(hako_runtime::container::block_signals())
+    };
+    let status = cmd
+        .status()
+        .map_err(|err| hako_monitor::ExternalError::spawn(bin, "exec", &err))?;
+    if !status.success() {
+        let said = hako_monitor::runtime_log_errors(&log);
+        let err = hako_monitor::ExternalError::failed(bin, "exec", status, &said);
+        return Err(ExitError {
+            code: exec_failure_code(&said),
+            message: err.to_string(),
+        }
+        .into());
+    }
+    let Some(set) = signals else {
+        return Ok(0);
+    };
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .with_context(|| {
+            format!(
+                "{} exec wrote no pid to {}",
+                bin.display(),
+                pid_file.display()
+            )
+        })?;
+    let pty = match &console {
+        Some(s) => match s.receive(bin, "exec") {
+            Ok(master) => Some(proxy_pty(master, a.interactive)?),
+            Err(err) => {
+                // Its terminal is lost: the program must not run on unseen.
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                return Err(err.into());
+            }
+        },
+        None => None,
+    };
+    let code = hako_runtime::container::wait_forwarding(pid, &set)?;
+    finish_pty(pty);
+    Ok(code)
+}
+
+/// Copies between our terminal and the exec's pty until the pty closes;
+/// the thread that copies the output is returned.
 fn proxy_pty(
-    s: &std::os::unix::net::UnixStream,
+    master: std::os::fd::OwnedFd,
     interactive: bool,
 ) -> Result<std::thread::JoinHandle<()>> {
-    let master = hako_runtime::receive_console(s)?;
     let raw = if std::io::stdin().is_terminal() {
         Some(RawTerminal::enable()?)
     } else {
@@ -1709,6 +1860,20 @@ fn proxy_pty(
         let _ = std::io::copy(&mut out, &mut std::io::stdout());
         drop(raw);
     }))
+}
+
+/// After the program's exit, lets the output still in its pty reach our
+/// stdout (and the terminal be restored): the copy ends when the pty
+/// does. Bounded: a process left in the background may hold the pty.
+fn finish_pty(pty: Option<std::thread::JoinHandle<()>>) {
+    let Some(copy) = pty else { return };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while !copy.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    if copy.is_finished() {
+        let _ = copy.join();
+    }
 }
 
 /// `port CONTAINER [PORT[/PROTO]]`: `80/tcp -> 0.0.0.0:8080` per port.

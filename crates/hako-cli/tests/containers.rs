@@ -10,7 +10,7 @@ use common::*;
 
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A store with `busybox` pulled from a registry of its own.
@@ -244,6 +244,11 @@ fn detached_lifecycle_logs_exec_stop_wait() {
         Some(4)
     );
     assert_eq!(s.run(&["exec", "web", "nope"]).status.code(), Some(127));
+    // Input only with -i, as Docker.
+    let out = with_input(&s, &["exec", "-i", "web", "cat"], b"typed\n");
+    assert_eq!(text(&out.stdout), "typed\n", "{}", text(&out.stderr));
+    let out = with_input(&s, &["exec", "web", "cat"], b"typed\n");
+    assert_eq!(text(&out.stdout), "", "{}", text(&out.stderr));
     let st = s.inspect("web");
     assert_eq!(st["State"]["Status"], "running");
     assert!(st["State"]["Pid"].as_i64().unwrap() > 0);
@@ -369,6 +374,15 @@ fn external_runtimes_runc_and_crun() {
         ]);
         assert_eq!(out.status.code(), Some(5), "{rt}: {}", text(&out.stderr));
         assert_eq!(text(&out.stdout), "via\n", "{rt}");
+        // Docker's codes when the program cannot run, with the runtime's
+        // own words (from its log) and its name.
+        let out = s.run(&["run", "--rm", "--runtime", rt, &s.image, "no-such-program"]);
+        assert_eq!(out.status.code(), Some(127), "{rt}: {}", text(&out.stderr));
+        let said = text(&out.stderr);
+        assert!(said.contains(&format!("{rt} create")), "{rt}: {said}");
+        assert!(said.contains("no-such-program"), "{rt}: {said}");
+        let out = s.run(&["run", "--rm", "--runtime", rt, &s.image, "/etc/passwd"]);
+        assert_eq!(out.status.code(), Some(126), "{rt}: {}", text(&out.stderr));
         s.ok(&[
             "run",
             "-d",
@@ -384,6 +398,372 @@ fn external_runtimes_runc_and_crun() {
         s.ok(&["rm", "-f", rt]);
     }
     s.finish();
+}
+
+/// `-t`, `exec`, `pause`, `stats`, `update` and `top` through runc, on
+/// real containers, as the built-in runtime does them.
+#[test]
+fn external_runtime_runc_does_what_the_builtin_does() {
+    external_runtime_does_what_the_builtin_does("runc");
+}
+
+/// The same through crun.
+#[test]
+fn external_runtime_crun_does_what_the_builtin_does() {
+    external_runtime_does_what_the_builtin_does("crun");
+}
+
+fn external_runtime_does_what_the_builtin_does(rt: &str) {
+    let s = Setup::new();
+    through_a_terminal(&s, rt);
+    exec_with_its_flags(&s, rt);
+    pause_stops_the_processes(&s, rt);
+    stats_top_and_update(&s, rt);
+    s.finish();
+}
+
+/// `hako ARGS` on a pty (script(1)) that `setup` prepares first (stty);
+/// its output and exit code.
+fn on_a_pty(s: &Setup, setup: &str, args: &[&str]) -> Output {
+    let mut line = format!(
+        "{setup}; {} --root {} --runroot {}",
+        env!("CARGO_BIN_EXE_hako"),
+        s.h.root().display(),
+        s.h.dir.path().join("run").display()
+    );
+    for a in args {
+        line.push_str(" '");
+        line.push_str(a);
+        line.push('\'');
+    }
+    Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("HAKO_AUTH_FILE", s.h.auth_file())
+        .env("HAKO_CONFIG", s.h.config_file())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// `hako ARGS` with `input` on its stdin.
+fn with_input(s: &Setup, args: &[&str], input: &[u8]) -> Output {
+    let mut child =
+        s.h.cmd()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// `run -t`: the program's stdio is the pty the runtime sent to the
+/// monitor's console socket, sized as the caller's terminal; a detached
+/// one's output is logged from it.
+fn through_a_terminal(s: &Setup, rt: &str) {
+    let out = s.run(&[
+        "run",
+        "--rm",
+        "-t",
+        "--runtime",
+        rt,
+        &s.image,
+        "sh",
+        "-c",
+        "tty; exit 2",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{rt}: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "/dev/pts/0\r\n", "{rt}");
+    let out = on_a_pty(
+        s,
+        "stty rows 22 cols 77",
+        &[
+            "run",
+            "--rm",
+            "-t",
+            "--runtime",
+            rt,
+            &s.image,
+            "stty",
+            "size",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{rt}: {}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).ends_with("22 77\r\n"),
+        "{rt}: {:?}",
+        text(&out.stdout)
+    );
+    s.ok(&[
+        "run",
+        "-d",
+        "-t",
+        "--name",
+        "term",
+        "--runtime",
+        rt,
+        &s.image,
+        "sh",
+        "-c",
+        "tty; exec sleep 60",
+    ]);
+    wait_for("the terminal's output in the log", || {
+        s.ok(&["logs", "term"]) == "/dev/pts/0\r\n"
+    });
+    assert_eq!(s.inspect("term")["Config"]["Tty"], true, "{rt}");
+    s.ok(&["rm", "-f", "term"]);
+}
+
+/// `exec`: output, exit codes (the program's; 127, 126 and the runtime's
+/// words when it cannot run), `-e`, `-u`, `-w`, `-i`, `-t`, `-d`,
+/// `--privileged`, and signals passed on.
+fn exec_with_its_flags(s: &Setup, rt: &str) {
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "box",
+        "--runtime",
+        rt,
+        &s.image,
+        "sleep",
+        "600",
+    ]);
+    let out = s.run(&[
+        "exec",
+        "box",
+        "sh",
+        "-c",
+        "echo in; echo $FROM_IMAGE; echo err >&2; exit 4",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{rt}: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "in\n1\n", "{rt}");
+    assert_eq!(text(&out.stderr), "err\n", "{rt}");
+    assert_eq!(
+        s.ok(&[
+            "exec",
+            "-e",
+            "FOO=bar",
+            "-e",
+            "FROM_IMAGE=2",
+            "-u",
+            "nobody",
+            "-w",
+            "/tmp",
+            "box",
+            "sh",
+            "-c",
+            "echo $FOO $FROM_IMAGE; id -u; id -g; pwd",
+        ]),
+        "bar 2\n65534\n65534\n/tmp\n",
+        "{rt}"
+    );
+    let out = s.run(&["exec", "box", "no-such-program"]);
+    assert_eq!(out.status.code(), Some(127), "{rt}: {}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!("{rt} exec")),
+        "{rt}: {}",
+        text(&out.stderr)
+    );
+    let out = s.run(&["exec", "box", "/etc/passwd"]);
+    assert_eq!(out.status.code(), Some(126), "{rt}: {}", text(&out.stderr));
+    // Input only with -i, as Docker.
+    let out = with_input(s, &["exec", "-i", "box", "cat"], b"typed\n");
+    assert_eq!(text(&out.stdout), "typed\n", "{rt}: {}", text(&out.stderr));
+    let out = with_input(s, &["exec", "box", "cat"], b"typed\n");
+    assert_eq!(text(&out.stdout), "", "{rt}: {}", text(&out.stderr));
+    // A terminal of its own.
+    let out = s.run(&["exec", "-t", "box", "sh", "-c", "tty; exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "{rt}: {}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("/dev/pts/"),
+        "{rt}: {:?}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stdout).ends_with("\r\n"),
+        "{rt}: {:?}",
+        text(&out.stdout)
+    );
+    // Detached: back at once, the program goes on.
+    let started = Instant::now();
+    s.ok(&["exec", "-d", "box", "sh", "-c", "sleep 3; touch /detached"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{rt}: -d waited"
+    );
+    wait_for("the detached exec's file", || {
+        s.run(&["exec", "box", "test", "-e", "/detached"])
+            .status
+            .success()
+    });
+    // --privileged: every capability (CAP_SYS_ADMIN, bit 21, among them).
+    let caps = |args: &[&str]| {
+        let mut v = vec!["exec"];
+        v.extend_from_slice(args);
+        v.extend_from_slice(&["box", "grep", "CapEff", "/proc/self/status"]);
+        let out = s.ok(&v);
+        u64::from_str_radix(out.split_whitespace().last().unwrap(), 16).unwrap()
+    };
+    assert_eq!(caps(&[]), 0xa804_25fb, "{rt}");
+    assert_ne!(caps(&["--privileged"]) & (1 << 21), 0, "{rt}");
+    // A signal to `hako exec` reaches the program.
+    let child =
+        s.h.cmd()
+            .args([
+                "exec",
+                "box",
+                "sh",
+                "-c",
+                "trap 'echo got-term; exit 9' TERM; echo ready; while true; do sleep 0.1; done",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+    let pid = child.id();
+    wait_for("the exec to be ready", || {
+        s.ok(&["top", "box"]).contains("while true")
+    });
+    let st = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(9), "{rt}");
+    assert_eq!(text(&out.stdout), "ready\ngot-term\n", "{rt}");
+    s.ok(&["rm", "-f", "box"]);
+}
+
+/// `pause` freezes the processes (a counter stops), `unpause` lets them
+/// go on, and `inspect`/`ps` tell which.
+fn pause_stops_the_processes(s: &Setup, rt: &str) {
+    let data = s.h.dir.path().join("counter");
+    std::fs::create_dir(&data).unwrap();
+    let volume = format!("{}:/data", data.display());
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "counter",
+        "--runtime",
+        rt,
+        "-v",
+        &volume,
+        &s.image,
+        "sh",
+        "-c",
+        "i=0; while true; do i=$((i+1)); echo $i > /data/n; sleep 0.02; done",
+    ]);
+    let count = || std::fs::read_to_string(data.join("n")).unwrap_or_default();
+    wait_for("the counter to count", || !count().is_empty());
+    s.ok(&["pause", "counter"]);
+    assert_eq!(s.inspect("counter")["State"]["Status"], "paused", "{rt}");
+    assert_eq!(s.inspect("counter")["State"]["Paused"], true, "{rt}");
+    assert!(s.ok(&["ps"]).contains("(Paused)"), "{rt}");
+    let frozen = count();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(count(), frozen, "{rt}: the counter went on while paused");
+    // Paused twice, or unpaused while running: refused.
+    assert!(
+        s.h.refuses(&["pause", "counter"]).contains("not running"),
+        "{rt}"
+    );
+    assert_eq!(s.run(&["exec", "counter", "true"]).status.code(), Some(126));
+    s.ok(&["unpause", "counter"]);
+    assert_eq!(s.inspect("counter")["State"]["Status"], "running", "{rt}");
+    wait_for("the counter to go on", || count() != frozen);
+    assert!(
+        s.h.refuses(&["unpause", "counter"]).contains("not paused"),
+        "{rt}"
+    );
+    // A paused container still stops (killed and thawed).
+    s.ok(&["pause", "counter"]);
+    let started = Instant::now();
+    s.ok(&["stop", "-t", "1", "counter"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{rt}: stop of a paused container hung"
+    );
+    let st = s.inspect("counter");
+    assert_eq!(st["State"]["Status"], "exited", "{rt}");
+    assert_eq!(st["State"]["ExitCode"], 137, "{rt}");
+    s.ok(&["rm", "counter"]);
+}
+
+/// `stats` and `top` read the cgroup the runtime made; `update` changes
+/// its limits live.
+fn stats_top_and_update(s: &Setup, rt: &str) {
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "two",
+        "--runtime",
+        rt,
+        "-m",
+        "64m",
+        "--pids-limit",
+        "20",
+        &s.image,
+        "sh",
+        "-c",
+        "sleep 1000 & exec sleep 1001",
+    ]);
+    wait_for("both processes", || {
+        let top = s.ok(&["top", "two"]);
+        top.contains("sleep 1000") && top.contains("sleep 1001")
+    });
+    let init = s.inspect("two")["State"]["Pid"].as_i64().unwrap();
+    let top = s.ok(&["top", "two"]);
+    assert_eq!(top.lines().count(), 3, "{rt}: {top}");
+    assert!(
+        top.lines().any(|l| l.starts_with(&format!("{init} "))),
+        "{rt}: the init {init} is not listed: {top}"
+    );
+    let row = s.ok(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Name}} {{.CPUPerc}} {{.MemUsage}} {{.PIDs}}",
+        "two",
+    ]);
+    let f: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(f[0], "two", "{rt}: {row}");
+    assert!(f[1].ends_with('%'), "{rt}: {row}");
+    let used = f[2];
+    assert!(
+        used.ends_with("KiB") || used.ends_with("MiB"),
+        "{rt}: no memory in use: {row}"
+    );
+    assert!(
+        used.trim_end_matches(char::is_alphabetic)
+            .parse::<f64>()
+            .unwrap()
+            > 0.0,
+        "{rt}: {row}"
+    );
+    assert_eq!(f[4], "64.00MiB", "{rt}: {row}");
+    assert_eq!(f[5], "2", "{rt}: {row}");
+    s.ok(&["update", "--memory", "128m", "--pids-limit", "50", "two"]);
+    let row = s.ok(&["stats", "--no-stream", "--format", "{{.MemUsage}}", "two"]);
+    assert!(row.trim().ends_with("/ 128.00MiB"), "{rt}: {row}");
+    // In the cgroup itself, as the container sees it (v1 or v2).
+    let limits = s.ok(&[
+        "exec", "two", "sh", "-c",
+        "cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max; \
+         cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max",
+    ]);
+    assert_eq!(limits, "50\n134217728\n", "{rt}");
+    assert_eq!(
+        s.inspect("two")["HostConfig"]["Memory"],
+        134_217_728,
+        "{rt}"
+    );
+    s.ok(&["rm", "-f", "two"]);
 }
 
 #[test]

@@ -24,6 +24,11 @@ pub enum Error {
     Image(#[from] hako_image::error::Error),
     #[error(transparent)]
     Runtime(#[from] hako_runtime::Error),
+    /// An external runtime (`--runtime`) failed: its binary and its words.
+    #[error(transparent)]
+    External(#[from] hako_monitor::ExternalError),
+    #[error(transparent)]
+    Cgroup(#[from] hako_cgroups::Error),
     #[error("network: {0}")]
     Network(String),
     #[error(transparent)]

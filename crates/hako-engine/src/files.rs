@@ -1107,7 +1107,7 @@ impl Engine {
                 c.name
             )));
         }
-        let paused = opts.pause && c.status == Status::Running && c.config.runtime.is_none();
+        let paused = opts.pause && c.status == Status::Running;
         if paused {
             self.pause(&c.id, true)?;
         }

@@ -612,12 +612,24 @@ impl Engine {
         self.db.get(&id)
     }
 
+    /// A live container's status: the built-in runtime's state file says
+    /// whether it is paused (a read of a small file). An external runtime
+    /// would cost a process per container per `ps`, so its record keeps
+    /// what `pause` made it, and only a record that says paused is checked
+    /// (a container paused behind hako's back shows as running).
     fn paused_or_running(&self, mut c: Container) -> Container {
         let root = self.runtime_root(&c);
-        if c.config.runtime.is_none()
-            && let Ok(st) = hako_runtime::container::state(&root, &c.id)
-        {
-            c.status = if st.status == hako_runtime::state::Status::Paused {
+        let paused = match &c.config.runtime {
+            None => hako_runtime::container::state(&root, &c.id)
+                .ok()
+                .map(|st| st.status == hako_runtime::state::Status::Paused),
+            Some(_) if c.status != Status::Paused => Some(false),
+            Some(bin) => hako_monitor::external_state(bin, &root, &c.id)
+                .ok()
+                .map(|st| st.status == "paused"),
+        };
+        if let Some(paused) = paused {
+            c.status = if paused {
                 Status::Paused
             } else {
                 Status::Running
@@ -724,11 +736,6 @@ impl Engine {
         }
         self.plan_network(&mut config, image)?;
         spec::capabilities(&config)?;
-        if config.tty && config.runtime.is_some() {
-            return Err(Error::Invalid(
-                "-t with --runtime is not supported yet (an external runtime's console socket is not wired up); drop one of them".into(),
-            ));
-        }
         self.plan_volumes(&mut config.mounts, &image_volumes)?;
         let c = Container {
             id: id.clone(),
@@ -1040,6 +1047,13 @@ impl Engine {
         cleanup: bool,
     ) -> Result<(Container, Option<Attached>)> {
         let found = self.db.lookup(what)?;
+        // A monitor left by a `start` killed before it recorded it still
+        // holds a created container; on its way out it would take the new
+        // run's socket and runtime state with it. It goes first, and
+        // before the lock: its last act, the cleanup, takes the lock.
+        if !matches!(found.status, Status::Running | Status::Paused) {
+            self.end_stray_monitor(&found);
+        }
         let _lock = self.lock(&found.id)?;
         let Some(mut c) = self.refresh(self.db.lookup(&found.id)?)? else {
             return Err(Error::NotFound(format!("no such container: {what}")));
@@ -1254,19 +1268,13 @@ impl Engine {
                 &root, &c.id, signal, false,
             )?),
             Some(bin) => {
-                let out = hako_monitor::external_runtime(bin, &root)
-                    .arg("kill")
-                    .arg(&c.id)
-                    .arg(signal.to_string())
-                    .output()
-                    .map_err(|e| Error::io(format!("run {}", bin.display()), e))?;
-                if out.status.success() {
-                    Ok(())
-                } else {
-                    Err(Error::Invalid(
-                        String::from_utf8_lossy(&out.stderr).trim().to_string(),
-                    ))
+                hako_monitor::run_external(bin, &root, "kill", [c.id.clone(), signal.to_string()])?;
+                if signal == libc::SIGKILL && c.status == Status::Paused {
+                    // A frozen v1 cgroup holds the killed init until it is
+                    // thawed: runc thaws it, crun does not.
+                    let _ = hako_monitor::run_external(bin, &root, "resume", [&c.id]);
                 }
+                Ok(())
             }
         }
     }
@@ -1581,7 +1589,7 @@ impl Engine {
     /// A monitor the record does not know of (a `start` killed between
     /// starting the monitor and recording it) still holds a created
     /// container: end that container and wait for the monitor, so that it
-    /// writes nothing into what is being removed.
+    /// touches nothing of what is being removed or started again.
     fn end_stray_monitor(&self, c: &Container) {
         let dir = self.run_dir(&c.id);
         if !dir.join(hako_monitor::ATTACH_SOCKET).exists() {
@@ -1621,33 +1629,48 @@ impl Engine {
         self.rename_endpoints(&c.id, &c.name, n)
     }
 
-    /// `pause`/`unpause` through the freezer.
+    /// `pause`/`unpause` through the freezer (an external runtime's
+    /// `pause`/`resume`).
     pub fn pause(&mut self, what: &str, pause: bool) -> Result<Container> {
-        let c = self.get(what)?;
-        if c.config.runtime.is_some() {
-            return Err(Error::Invalid(
-                "pause with an external runtime is not supported".into(),
-            ));
+        // Brought up to date first: settling a container whose monitor is
+        // gone takes the lock itself.
+        let id = self.get(what)?.id;
+        // The lock keeps the record's status and the cgroup's in step.
+        let lock = self.lock(&id)?;
+        let Some(mut c) = self.db.get(&id)? else {
+            return Err(Error::NotFound(format!("no such container: {what}")));
+        };
+        if matches!(c.status, Status::Running | Status::Paused) {
+            c = self.paused_or_running(c);
+        }
+        let (needed, verb, action) = if pause {
+            (Status::Running, "running", "pause")
+        } else {
+            (Status::Paused, "paused", "resume")
+        };
+        if c.status != needed {
+            return Err(Error::Conflict(format!(
+                "container {} is not {verb}",
+                c.name
+            )));
         }
         let root = self.runtime_root(&c);
-        if pause {
-            if c.status != Status::Running {
-                return Err(Error::Conflict(format!(
-                    "container {} is not running",
-                    c.name
-                )));
+        match &c.config.runtime {
+            None if pause => hako_runtime::container::pause(&root, &c.id)?,
+            None => hako_runtime::container::resume(&root, &c.id)?,
+            Some(bin) => {
+                hako_monitor::run_external(bin, &root, action, [&c.id])?;
+                // The record is what `ps` reads for an external runtime.
+                c.status = if pause {
+                    Status::Paused
+                } else {
+                    Status::Running
+                };
+                self.db.update(&c)?;
             }
-            hako_runtime::container::pause(&root, &c.id)?;
-        } else {
-            if c.status != Status::Paused {
-                return Err(Error::Conflict(format!(
-                    "container {} is not paused",
-                    c.name
-                )));
-            }
-            hako_runtime::container::resume(&root, &c.id)?;
         }
-        self.get(&c.id)
+        drop(lock);
+        self.get(&id)
     }
 
     /// Resource use of a running container, from its cgroup.
@@ -1659,12 +1682,10 @@ impl Engine {
                 c.name
             )));
         }
-        if c.config.runtime.is_some() {
-            return Err(Error::Invalid(
-                "stats of a container of an external runtime are not supported".into(),
-            ));
-        }
-        let (_, stats) = hako_runtime::container::stats(&self.runtime_root(&c), &c.id)?;
+        let stats = match &c.config.runtime {
+            None => hako_runtime::container::stats(&self.runtime_root(&c), &c.id)?.1,
+            Some(bin) => self.external_cgroup(&c, bin)?.stats()?,
+        };
         Ok((c, stats))
     }
 
@@ -1687,11 +1708,6 @@ impl Engine {
             c.config.max_restarts = *max;
         }
         if matches!(c.status, Status::Running | Status::Paused) {
-            if c.config.runtime.is_some() {
-                return Err(Error::Invalid(
-                    "update of a running container of an external runtime is not supported".into(),
-                ));
-            }
             let user = rootfs::User::default();
             let spec = spec::generate(
                 &c.config,
@@ -1712,7 +1728,12 @@ impl Engine {
             }
             let resources: oci_spec::runtime::LinuxResources = serde_json::from_value(wanted)
                 .map_err(|e| Error::Invalid(format!("resources: {e}")))?;
-            hako_runtime::container::update(&self.runtime_root(&c), &c.id, &resources)?;
+            match &c.config.runtime {
+                None => {
+                    hako_runtime::container::update(&self.runtime_root(&c), &c.id, &resources)?;
+                }
+                Some(bin) => self.external_update(&c, bin, &resources)?,
+            }
         }
         self.db.update_config(&c)?;
         Ok(c)
@@ -1734,10 +1755,66 @@ impl Engine {
                 c.name
             )));
         }
-        Ok(hako_runtime::container::pids(
-            &self.runtime_root(&c),
-            &c.id,
-        )?)
+        match &c.config.runtime {
+            None => Ok(hako_runtime::container::pids(
+                &self.runtime_root(&c),
+                &c.id,
+            )?),
+            Some(bin) => Ok(self.external_cgroup(&c, bin)?.pids()?),
+        }
+    }
+
+    /// The cgroup an external runtime put `c` in, read directly (runc's
+    /// command line has no portable stats). It is resolved from the spec's
+    /// `linux.cgroupsPath` as runc and crun resolve it: hako writes an
+    /// absolute path, which both take from the root of every hierarchy
+    /// (on a hybrid host, each v1 controller's and the cgroup2 tree's);
+    /// a relative one they would take from their own cgroup, which may
+    /// not be this process's. So the result is checked: the runtime's
+    /// init must be in it.
+    fn external_cgroup(&self, c: &Container, bin: &Path) -> Result<hako_cgroups::Cgroup> {
+        let spec = self.spec_of(c)?;
+        let path = spec["linux"]["cgroupsPath"].as_str().unwrap_or_default();
+        let hierarchies = hako_cgroups::Hierarchies::discover()?;
+        let cg = hako_cgroups::Cgroup::resolve(&hierarchies, path, &c.id)?;
+        let init = hako_monitor::external_state(bin, &self.runtime_root(c), &c.id)?.pid;
+        if init <= 0 || !cg.pids()?.contains(&init) {
+            let actual = fs::read_to_string(format!("/proc/{init}/cgroup")).unwrap_or_default();
+            return Err(Error::Invalid(format!(
+                "{} did not put container {} where its linux.cgroupsPath {path:?} says ({}): its init (pid {init}) is in {}",
+                bin.display(),
+                c.name,
+                cg.path,
+                actual.lines().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        Ok(cg)
+    }
+
+    /// `BIN update --resources FILE ID`, with the file in the container's
+    /// run directory (the container's lock is held: one at a time).
+    fn external_update(
+        &self,
+        c: &Container,
+        bin: &Path,
+        resources: &oci_spec::runtime::LinuxResources,
+    ) -> Result<()> {
+        let file = self.run_dir(&c.id).join("resources.json");
+        let bytes = serde_json::to_vec(resources).map_err(|e| Error::Invalid(e.to_string()))?;
+        fs::write(&file, bytes).ctx(|| format!("write {}", file.display()))?;
+        let res = hako_monitor::run_external(
+            bin,
+            &self.runtime_root(c),
+            "update",
+            [
+                std::ffi::OsStr::new("--resources"),
+                file.as_os_str(),
+                std::ffi::OsStr::new(&c.id),
+            ],
+        );
+        let _ = fs::remove_file(&file);
+        res?;
+        Ok(())
     }
 }
 

@@ -703,6 +703,8 @@ impl Monitor {
             run.err = Some(err_r);
             child_ends.extend([stdin_r, out_w, err_w]);
         }
+        // The init's pid, its pty master with a terminal, and the built-in
+        // runtime's handle for the start.
         let res = match &self.cfg.runtime {
             None => hako_runtime::create::create(hako_runtime::CreateOptions {
                 root: self.cfg.runtime_root.clone(),
@@ -712,16 +714,16 @@ impl Monitor {
                 start_in_process: true,
                 ..Default::default()
             })
-            .map(|c| (c.pid, Some(c)))
+            .map(|mut c| (c.pid, c.terminal.take(), Some(c)))
             .map_err(|e| e.to_string()),
-            Some(bin) => external_create(bin, &self.cfg, &self.dir).map(|pid| (pid, None)),
+            Some(bin) => {
+                external_create(bin, &self.cfg, &self.dir).map(|(pid, pty)| (pid, pty, None))
+            }
         };
         null_stdio();
         drop(child_ends);
-        let (pid, mut created) = res?;
-        if let Some(c) = created.as_mut()
-            && let Some(master) = c.terminal.take()
-        {
+        let (pid, terminal, created) = res?;
+        if let Some(master) = terminal {
             let input = master.try_clone().map_err(|e| format!("dup pty: {e}"))?;
             set_nonblocking(&master);
             run.out = Some(master);
@@ -747,18 +749,8 @@ impl Monitor {
                 hako_runtime::container::start_created(created).map_err(|e| e.to_string())?;
             }
             (Some(bin), _) => {
-                let out = hako_monitor::external_runtime(bin, &self.cfg.runtime_root)
-                    .arg("start")
-                    .arg(&self.cfg.id)
-                    .output()
-                    .map_err(|e| format!("run {}: {e}", bin.display()))?;
-                if !out.status.success() {
-                    return Err(format!(
-                        "{} start: {}",
-                        bin.display(),
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    ));
-                }
+                hako_monitor::run_external(bin, &self.cfg.runtime_root, "start", [&self.cfg.id])
+                    .map_err(|e| e.to_string())?;
             }
             (None, None) => return Err("the container cannot be started".into()),
         }
@@ -1108,29 +1100,64 @@ fn read_request(mut s: &UnixStream) -> Option<Request> {
 
 /// Create through an external OCI runtime binary (runc's command line).
 /// The init ends up our child: we are a subreaper, and the runtime's
-/// create exits once the init waits for start.
-fn external_create(bin: &Path, cfg: &MonitorConfig, dir: &Path) -> Result<i32, String> {
+/// create exits once the init waits for start. With a terminal, the
+/// runtime sends the pty master to a console socket in our directory;
+/// returned beside the init's pid.
+fn external_create(
+    bin: &Path,
+    cfg: &MonitorConfig,
+    dir: &Path,
+) -> Result<(i32, Option<OwnedFd>), String> {
     let pid_file = dir.join("init.pid");
+    let log = dir.join("runtime.log");
+    let console = if cfg.tty {
+        Some(hako_monitor::ConsoleSocket::bind(dir).map_err(|e| {
+            format!(
+                "make the console socket in {} for {}: {e}",
+                dir.display(),
+                bin.display()
+            )
+        })?)
+    } else {
+        None
+    };
     // The container's stdio is ours (0, 1, 2) at this point: not null.
-    let status = std::process::Command::new(bin)
-        .arg("--root")
-        .arg(&cfg.runtime_root)
+    let mut cmd = hako_monitor::external_runtime_logged(bin, &cfg.runtime_root, &log);
+    cmd.stdin(std::process::Stdio::inherit())
         .arg("create")
         .arg("--bundle")
         .arg(&cfg.bundle)
         .arg("--pid-file")
-        .arg(&pid_file)
+        .arg(&pid_file);
+    if let Some(c) = &console {
+        cmd.arg("--console-socket").arg(c.path());
+    }
+    let status = cmd
         .arg(&cfg.id)
         .status()
-        .map_err(|e| format!("run {}: {e}", bin.display()))?;
+        .map_err(|e| hako_monitor::ExternalError::spawn(bin, "create", &e).to_string())?;
     if !status.success() {
-        return Err(format!("{} create failed ({status})", bin.display()));
+        let said = hako_monitor::runtime_log_errors(&log);
+        return Err(hako_monitor::ExternalError::failed(bin, "create", status, &said).to_string());
     }
     let text =
         fs::read_to_string(&pid_file).map_err(|e| format!("read {}: {e}", pid_file.display()))?;
-    text.trim()
+    let pid = text
+        .trim()
         .parse()
-        .map_err(|_| format!("{} wrote no pid", bin.display()))
+        .map_err(|_| format!("{} create wrote no pid", bin.display()))?;
+    let master = match &console {
+        Some(c) => match c.receive(bin, "create") {
+            Ok(m) => Some(m),
+            Err(e) => {
+                // Created but unusable: the init must not stay behind.
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+                return Err(e.to_string());
+            }
+        },
+        None => None,
+    };
+    Ok((pid, master))
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
