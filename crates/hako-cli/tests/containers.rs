@@ -833,6 +833,38 @@ fn crashes_of_hako_and_the_monitor_are_repaired() {
     assert_eq!(s.inspect("orphan")["State"]["ExitCode"], 255);
     s.ok(&["rm", "orphan"]);
 
+    // Monitor and init die unseen; the commands that repair the record
+    // while they hold the container's lock (update, start) do not wait
+    // for that lock themselves.
+    s.ok(&["run", "-d", "--name", "unseen", &s.image, "sleep", "60"]);
+    let pid = s.inspect("unseen")["State"]["Pid"].as_i64().unwrap();
+    unsafe_kill(ppid_of(pid));
+    unsafe_kill(i32::try_from(pid).unwrap());
+    wait_for("the init to go", || {
+        !Path::new(&format!("/proc/{pid}")).exists() || zombie(i32::try_from(pid).unwrap())
+    });
+    for args in [
+        &["update", "--memory", "64m", "unseen"][..],
+        &["start", "unseen"],
+    ] {
+        let mut child = s.h.cmd().args(args).stdout(Stdio::null()).spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if Instant::now() > deadline {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                panic!("{args:?} hung");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "{args:?}");
+    }
+    assert_eq!(s.inspect("unseen")["State"]["Status"], "running");
+    s.ok(&["rm", "-f", "unseen"]);
+
     // The monitor dies with a running container, which rm -f then ends.
     s.ok(&["run", "-d", "--name", "lost", &s.image, "sleep", "60"]);
     let pid = s.inspect("lost")["State"]["Pid"].as_i64().unwrap();

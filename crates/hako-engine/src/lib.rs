@@ -246,9 +246,25 @@ impl Container {
     }
 }
 
-/// A lock on one container, held for the length of an operation.
+/// A lock on one container, held for the length of an operation. An
+/// operation inside another on the same container (a repair during a
+/// start) shares the outer one's lock: a second `flock` of the file from
+/// this process would wait for the first forever.
 pub struct ContainerLock {
-    _file: fs::File,
+    /// `None` when an outer operation holds the lock.
+    _file: Option<fs::File>,
+    /// The set this lock is recorded in, and the container's id.
+    held: Option<(HeldLocks, String)>,
+}
+
+type HeldLocks = std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>;
+
+impl Drop for ContainerLock {
+    fn drop(&mut self) {
+        if let Some((set, id)) = &self.held {
+            set.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        }
+    }
 }
 
 /// How `start` hands over the container's streams.
@@ -306,6 +322,8 @@ pub struct Engine {
     /// The exit command the monitors run: `hako --root … container cleanup`.
     hako_bin: PathBuf,
     store: std::cell::OnceCell<Store>,
+    /// Containers whose lock this engine holds.
+    held_locks: HeldLocks,
 }
 
 /// The start time of a process (clock ticks after boot), which tells a
@@ -423,49 +441,6 @@ pub(crate) fn detached(work: impl FnOnce()) {
     }
 }
 
-/// Ends a monitor still listening in `run_dir` that no record names: a
-/// `hako` died after starting it and before recording it, and it holds a
-/// created container. Left alone, it would outlive the new start and, on
-/// its way out, remove the new monitor's socket and write its exit
-/// record over the new run's.
-fn end_stray_monitor(run_dir: &Path) {
-    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
-    let Ok(sock) = hako_monitor::socket_path(run_dir) else {
-        return;
-    };
-    let Ok(stream) = UnixStream::connect(&sock.path) else {
-        return;
-    };
-    let Ok(cred) = getsockopt(&stream, PeerCredentials) else {
-        return;
-    };
-    // SAFETY: pidfd_open with a pid and no flags; the result is checked.
-    // The peer is connected to us, so the pid is still its own.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, cred.pid(), 0) };
-    let Ok(fd) = i32::try_from(fd) else { return };
-    if fd < 0 {
-        return;
-    }
-    // SAFETY: the kernel just returned this descriptor to us.
-    let pidfd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    drop(stream);
-    // SAFETY: pidfd_send_signal on our own pidfd, no siginfo, no flags.
-    unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            std::os::fd::AsRawFd::as_raw_fd(&pidfd),
-            libc::SIGKILL,
-            std::ptr::null::<libc::siginfo_t>(),
-            0u32,
-        )
-    };
-    let mut fds = [nix::poll::PollFd::new(
-        std::os::fd::AsFd::as_fd(&pidfd),
-        nix::poll::PollFlags::POLLIN,
-    )];
-    let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(10_000u16));
-}
-
 pub fn now() -> String {
     hako_runtime::state::now_rfc3339()
 }
@@ -498,6 +473,7 @@ impl Engine {
             dns_upstream: Vec::new(),
             hako_bin: hako_bin.to_path_buf(),
             store: std::cell::OnceCell::new(),
+            held_locks: HeldLocks::default(),
         })
     }
 
@@ -536,8 +512,21 @@ impl Engine {
     }
 
     pub fn lock(&self, id: &str) -> Result<ContainerLock> {
+        let held = |set: &HeldLocks| set.lock().unwrap_or_else(|e| e.into_inner()).contains(id);
+        if held(&self.held_locks) {
+            return Ok(ContainerLock {
+                _file: None,
+                held: None,
+            });
+        }
+        let file = self.run_lock(&format!("{id}.lock"))?;
+        self.held_locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string());
         Ok(ContainerLock {
-            _file: self.run_lock(&format!("{id}.lock"))?,
+            _file: Some(file),
+            held: Some((self.held_locks.clone(), id.to_string())),
         })
     }
 
@@ -1077,7 +1066,6 @@ impl Engine {
         // kernel's wait for that starts now, beside the work up to then.
         hako_cgroups::hierarchy::start_migration_grace_period();
         let run_dir = self.run_dir(&c.id);
-        end_stray_monitor(&run_dir);
         let _ = fs::remove_dir_all(&run_dir);
         fs::create_dir_all(&run_dir).ctx(|| format!("create {}", run_dir.display()))?;
         let sealed = spec::capabilities(&c.config)?
