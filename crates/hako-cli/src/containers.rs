@@ -1032,6 +1032,8 @@ pub fn prune(ctx: &Ctx, _a: PruneArgs) -> Result<i32> {
             removed.push(c.id);
         }
     }
+    // What removers killed in the background left.
+    e.sweep_trash();
     if !removed.is_empty() {
         println!("Deleted Containers:");
         for id in &removed {
@@ -2173,6 +2175,7 @@ pub fn reset(ctx: &Ctx, force: bool) -> Result<i32> {
         e.remove_with_volumes(&c.id, true, true)
             .with_context(|| format!("remove container {}", c.name))?;
     }
+    e.sweep_trash();
     e.network_reset()?;
     e.volume_prune(true)?;
     let store = e.store()?;

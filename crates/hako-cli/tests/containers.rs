@@ -34,21 +34,13 @@ impl Busybox {
             self.ok(&["rm", "-f", id]);
         }
         assert_eq!(self.ok(&["ps", "-a", "-q"]), "");
+        // A `--rm` container's directories are taken apart in the
+        // background after `run` returns: given a few seconds.
         let run = self.h.dir.path().join("run");
-        assert!(
-            std::fs::read_dir(run.join("containers"))
-                .map(|d| d.count())
-                .unwrap_or(0)
-                == 0,
-            "run directories left"
-        );
-        assert!(
-            std::fs::read_dir(self.h.root().join("containers"))
-                .map(|d| d.count())
-                .unwrap_or(0)
-                == 0,
-            "container directories left"
-        );
+        let count = |dir: &Path| std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+        wait_for("the container directories to go", || {
+            count(&run.join("containers")) == 0 && count(&self.h.root().join("containers")) == 0
+        });
         self.h.assert_no_snapshots();
         for id in &ids {
             hako_testutil::LeakCheck::new(&[self.h.dir.path()], id).assert_clean();
@@ -864,6 +856,22 @@ fn crashes_of_hako_and_the_monitor_are_repaired() {
     }
     assert_eq!(s.inspect("unseen")["State"]["Status"], "running");
     s.ok(&["rm", "-f", "unseen"]);
+
+    // A background remover killed midway leaves trash directories:
+    // `container prune` and `image prune` take them.
+    let trash = [
+        s.h.root().join("containers/.trash-0123-1"),
+        s.h.dir.path().join("run/containers/.trash-0123-1"),
+        s.h.root().join("snapshots/.trash.tmp-0123-1-1"),
+    ];
+    for t in &trash {
+        std::fs::create_dir_all(t.join("upper/etc")).unwrap();
+        std::fs::write(t.join("upper/etc/hosts"), "x").unwrap();
+    }
+    s.ok(&["container", "prune", "-f"]);
+    assert!(!trash[0].exists() && !trash[1].exists());
+    s.ok(&["image", "prune", "-f"]);
+    assert!(!trash[2].exists());
 
     // The monitor dies with a running container, which rm -f then ends.
     s.ok(&["run", "-d", "--name", "lost", &s.image, "sleep", "60"]);

@@ -324,6 +324,9 @@ pub struct Engine {
     store: std::cell::OnceCell<Store>,
     /// Containers whose lock this engine holds.
     held_locks: HeldLocks,
+    /// While set ([`Engine::finish`]), directories to remove in the
+    /// background instead of at once.
+    trash: std::cell::RefCell<Option<Vec<PathBuf>>>,
 }
 
 /// The start time of a process (clock ticks after boot), which tells a
@@ -474,6 +477,7 @@ impl Engine {
             hako_bin: hako_bin.to_path_buf(),
             store: std::cell::OnceCell::new(),
             held_locks: HeldLocks::default(),
+            trash: std::cell::RefCell::new(None),
         })
     }
 
@@ -1304,26 +1308,68 @@ impl Engine {
         // monitor still releases the runtime state (both take a moment;
         // side by side, the two cores share them). The record follows
         // once the monitor is gone.
-        {
-            self.release(c);
-            if c.config.auto_remove
-                && c.config.rootfs.is_none()
-                && let Ok(store) = self.store()
-                && let Ok(Some(trash)) = store.retire_snapshot(&c.id)
-            {
-                // Taking a directory tree apart costs ~0.1 ms a directory
-                // on ext4 here, a millisecond for a small container: its
-                // name is gone at once, its content goes in the background
-                // (or with the next garbage collection).
-                detached(|| {
-                    let _ = fs::remove_dir_all(&trash);
-                });
-            }
-            hako_runtime::trace::mark("engine: rootfs released");
-        }
+        self.release(c);
+        hako_runtime::trace::mark("engine: rootfs released");
         wait_process_exit(c.monitor_pid, c.monitor_start);
         hako_runtime::trace::mark("engine: monitor ended");
-        self.cleanup(&c.id, None)
+        // Taking a directory tree apart costs ~0.1 ms a directory on ext4
+        // here, a millisecond or two for a small container: the
+        // container's directories leave their names at once (and with them
+        // the record), their content goes in the background.
+        *self.trash.borrow_mut() = Some(Vec::new());
+        let res = self.cleanup(&c.id, None);
+        let trash = self.trash.borrow_mut().take().unwrap_or_default();
+        if !trash.is_empty() {
+            detached(|| {
+                for dir in &trash {
+                    let _ = fs::remove_dir_all(dir);
+                }
+            });
+        }
+        res
+    }
+
+    /// Removes a directory of a container; in [`Engine::finish`], only
+    /// moves it out of its name (a `.trash-` sibling) for the background.
+    /// A trash directory whose remover died goes with
+    /// [`Engine::sweep_trash`].
+    fn discard_dir(&self, dir: &Path) -> Result<()> {
+        if !dir.exists() {
+            return Ok(());
+        }
+        if let Some(trash) = self.trash.borrow_mut().as_mut()
+            && let Some(name) = dir.file_name()
+        {
+            let to = dir.with_file_name(format!(
+                ".trash-{}-{}",
+                name.to_string_lossy(),
+                std::process::id()
+            ));
+            if fs::rename(dir, &to).is_ok() {
+                trash.push(to);
+                return Ok(());
+            }
+        }
+        fs::remove_dir_all(dir).ctx(|| format!("remove {}", dir.display()))
+    }
+
+    /// Removes what removers in the background left when they were killed:
+    /// containers' trash directories (the image store's garbage
+    /// collection takes the snapshots').
+    pub fn sweep_trash(&self) {
+        for parent in [
+            self.root.join("containers"),
+            self.runroot.join("containers"),
+        ] {
+            let Ok(entries) = fs::read_dir(&parent) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(".trash-") {
+                    let _ = fs::remove_dir_all(e.path());
+                }
+            }
+        }
     }
 
     /// Releases what a container holds once its program has ended:
@@ -1364,7 +1410,7 @@ impl Engine {
         hako_runtime::trace::mark("engine: runtime state deleted");
         self.release(&c);
         hako_runtime::trace::mark("engine: rootfs unmounted");
-        let _ = fs::remove_dir_all(self.run_dir(id));
+        let _ = self.discard_dir(&self.run_dir(id));
         if c.config.auto_remove || removing {
             self.remove_files(&c)?;
             hako_runtime::trace::mark("engine: files removed");
@@ -1385,13 +1431,14 @@ impl Engine {
     /// ([`Engine::release`]).
     fn remove_files(&self, c: &Container) -> Result<()> {
         if c.config.rootfs.is_none() {
-            self.store()?.remove_snapshot(&c.id)?;
+            let store = self.store()?;
+            match self.trash.borrow_mut().as_mut() {
+                Some(trash) => trash.extend(store.retire_snapshot(&c.id)?),
+                None => store.remove_snapshot(&c.id)?,
+            }
         }
-        let dir = self.container_dir(&c.id);
-        if dir.exists() {
-            fs::remove_dir_all(&dir).ctx(|| format!("remove {}", dir.display()))?;
-        }
-        let _ = fs::remove_dir_all(self.run_dir(&c.id));
+        self.discard_dir(&self.container_dir(&c.id))?;
+        let _ = self.discard_dir(&self.run_dir(&c.id));
         Ok(())
     }
 
