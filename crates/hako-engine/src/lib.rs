@@ -407,11 +407,16 @@ fn valid_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
-/// Does `work` in a child process of its own (forked twice, so that no
-/// one need wait for it) for what the caller need not wait for; in this
-/// process when it cannot fork.
+/// Does `work` in a child process of its own, for what the caller need
+/// not wait for; in this process when it cannot fork. The child outlives
+/// a short-lived caller (init adopts it); a long-lived one reaps its
+/// ended children at its next call.
 pub(crate) fn detached(work: impl FnOnce()) {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
     use nix::unistd::{ForkResult, fork};
+    static CHILDREN: std::sync::Mutex<Vec<nix::unistd::Pid>> = std::sync::Mutex::new(Vec::new());
+    let mut children = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
+    children.retain(|&pid| matches!(waitpid(pid, Some(WaitPidFlag::WNOHANG)), Ok(WaitStatus::StillAlive)));
     // SAFETY: the child only makes syscalls and allocates (glibc makes
     // malloc safe across fork); it ends with _exit, running no destructors
     // of the parent's objects.
@@ -419,9 +424,6 @@ pub(crate) fn detached(work: impl FnOnce()) {
         Ok(ForkResult::Child) => {
             // SAFETY: plain syscalls on this process's own descriptors.
             unsafe {
-                if libc::fork() != 0 {
-                    libc::_exit(0);
-                }
                 libc::setsid();
                 // Nothing of the parent's stays open here: not its locks,
                 // not the pipes its caller reads to the end.
@@ -437,9 +439,7 @@ pub(crate) fn detached(work: impl FnOnce()) {
             // state.
             unsafe { libc::_exit(0) }
         }
-        Ok(ForkResult::Parent { child }) => {
-            let _ = nix::sys::wait::waitpid(child, None);
-        }
+        Ok(ForkResult::Parent { child }) => children.push(child),
         Err(_) => work(),
     }
 }
@@ -1296,28 +1296,26 @@ impl Engine {
         Ok((c, Attached { stream, run_dir }))
     }
 
-    /// After an attached start with `cleanup`: waits for the monitor to
-    /// end, then releases (and for `--rm` removes) the container.
+    /// After an attached start with `cleanup`, once the attach stream has
+    /// ended: releases (and for `--rm` removes) the container.
     pub fn finish(&mut self, c: &Container) -> Result<()> {
         if c.config.restart != RestartPolicy::No {
             // The monitor may start it again: it keeps its resources, and
             // the monitor does its own cleanup when it is done.
             return Ok(());
         }
-        // The program has exited: its root filesystem can go while the
-        // monitor still releases the runtime state (both take a moment;
-        // side by side, the two cores share them). The record follows
-        // once the monitor is gone.
         self.release(c);
         hako_runtime::trace::mark("engine: rootfs released");
-        wait_process_exit(c.monitor_pid, c.monitor_start);
-        hako_runtime::trace::mark("engine: monitor ended");
+        // The monitor ended the attach stream once the runtime state was
+        // gone (or died: then the runtime state goes here), and runs no
+        // cleanup of its own: this command acts for it, without waiting
+        // for the process to end.
         // Taking a directory tree apart costs ~0.1 ms a directory on ext4
         // here, a millisecond or two for a small container: the
         // container's directories leave their names at once (and with them
         // the record), their content goes in the background.
         *self.trash.borrow_mut() = Some(Vec::new());
-        let res = self.cleanup(&c.id, None);
+        let res = self.cleanup(&c.id, Some(c.monitor_pid));
         let trash = self.trash.borrow_mut().take().unwrap_or_default();
         if !trash.is_empty() {
             detached(|| {

@@ -347,6 +347,8 @@ struct Monitor {
     lean: bool,
     /// Memory was shed while the created container waited for its start.
     shed: bool,
+    /// The attach socket is gone ([`Monitor::remove_socket`]).
+    socket_removed: bool,
 }
 
 impl Monitor {
@@ -387,6 +389,7 @@ impl Monitor {
             last: None,
             lean: false,
             shed: false,
+            socket_removed: false,
         })
     }
 
@@ -444,6 +447,7 @@ impl Monitor {
             last: None,
             lean: true,
             shed: true,
+            socket_removed: false,
         };
         Ok((m, run))
     }
@@ -590,17 +594,24 @@ impl Monitor {
             // `--rm` removes the record right after. Sent before the
             // runtime state goes, so the client's wait is shorter.
             let header = frame_header(EXIT, 4);
-            let mut handed_over = false;
+            let mut takers = Vec::new();
             for c in self.clients.drain(..) {
                 let told = send_all(&c.stream, &header) && send_all(&c.stream, &code.to_be_bytes());
-                handed_over |= told && c.cleans_up && !restart;
+                if told && c.cleans_up && !restart {
+                    takers.push(c);
+                }
             }
             self.delete_container();
-            if handed_over {
+            if !takers.is_empty() {
                 // A foreground client has the exit and finishes the job
                 // (or, if it dies, the next command does): no exec here.
+                // Its stream ends once the runtime state is gone and this
+                // monitor will touch nothing more (the socket goes first),
+                // so it need not wait for this process to end.
                 self.cfg.exit_command.clear();
+                self.remove_socket();
             }
+            drop(takers);
             if !restart {
                 return Ok(true);
             }
@@ -622,6 +633,15 @@ impl Monitor {
 
     /// The runtime's state of the ended run goes, so a restart can create
     /// the container again under its id.
+    /// Removes the attach socket, once: after that, the run directory may
+    /// belong to a later start.
+    fn remove_socket(&mut self) {
+        if !self.socket_removed {
+            let _ = fs::remove_file(self.dir.join(ATTACH_SOCKET));
+            self.socket_removed = true;
+        }
+    }
+
     fn delete_container(&self) {
         hako_monitor::delete_container(
             self.cfg.runtime.as_deref(),
@@ -1012,7 +1032,7 @@ impl Monitor {
     /// The engine's cleanup, in place of this process (same pid, so no
     /// moment passes where nothing holds the container).
     fn exit_command(&mut self) -> i32 {
-        let _ = fs::remove_file(self.dir.join(ATTACH_SOCKET));
+        self.remove_socket();
         let Some((prog, args)) = self.cfg.exit_command.split_first() else {
             return self.last.as_ref().map(|r| r.exit_code).unwrap_or(0);
         };
