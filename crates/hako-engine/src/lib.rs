@@ -416,7 +416,12 @@ pub(crate) fn detached(work: impl FnOnce()) {
     use nix::unistd::{ForkResult, fork};
     static CHILDREN: std::sync::Mutex<Vec<nix::unistd::Pid>> = std::sync::Mutex::new(Vec::new());
     let mut children = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
-    children.retain(|&pid| matches!(waitpid(pid, Some(WaitPidFlag::WNOHANG)), Ok(WaitStatus::StillAlive)));
+    children.retain(|&pid| {
+        matches!(
+            waitpid(pid, Some(WaitPidFlag::WNOHANG)),
+            Ok(WaitStatus::StillAlive)
+        )
+    });
     // SAFETY: the child only makes syscalls and allocates (glibc makes
     // malloc safe across fork); it ends with _exit, running no destructors
     // of the parent's objects.
@@ -441,6 +446,36 @@ pub(crate) fn detached(work: impl FnOnce()) {
         }
         Ok(ForkResult::Parent { child }) => children.push(child),
         Err(_) => work(),
+    }
+}
+
+/// Starts the monitor in a process group of its own, waiting for its
+/// config ([`Engine::monitor_go`]). It stays this process's child (no
+/// double fork: a `hako` command is short-lived, and the monitor is
+/// adopted by init when it ends); no one waits for it here.
+fn start_monitor(monitor_bin: &Path, run_dir: &Path, sealed: bool) -> Result<PendingMonitor> {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(monitor_bin);
+    cmd.arg(run_dir);
+    if sealed {
+        cmd.arg("--sealed");
+    }
+    cmd.arg("--wait")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        // A process group of its own from the start, so no signal from
+        // this command's terminal reaches it; and no pre_exec, so the
+        // spawn is a vfork-like posix_spawn, not a copy of this process.
+        .process_group(0);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::io(format!("run {}", monitor_bin.display()), e))?;
+    let go = child.stdin.take();
+    let out = child.stdout.take();
+    match (go, out) {
+        (Some(go), Some(out)) => Ok(PendingMonitor { go, out }),
+        _ => Err(Error::Invalid("the monitor's pipes are missing".into())),
     }
 }
 
@@ -1077,14 +1112,27 @@ impl Engine {
             .any(|cap| cap == "CAP_SYS_PTRACE");
         // The monitor starts now, beside the preparation below, and waits
         // for its config (dropped unsent on an error: it then just ends).
-        let pending = self.start_monitor(&run_dir, sealed)?;
+        // The spawn waits for the monitor's exec (it is a vfork): on a
+        // thread of its own, that wait is spent on the preparation too.
+        let spawning = {
+            let (bin, dir) = (self.monitor_bin.clone(), run_dir.clone());
+            std::thread::spawn(move || start_monitor(&bin, &dir, sealed))
+        };
         let prepared = self
             .network_up(&c)
             .and_then(|endpoints| self.prepare(&c, &endpoints));
-        let bundle = match prepared {
-            Ok(b) => b,
-            Err(e) => {
+        let pending = spawning
+            .join()
+            .unwrap_or_else(|_| Err(Error::Invalid("the monitor's spawn failed".into())));
+        let (bundle, pending) = match (prepared, pending) {
+            (Ok(b), Ok(p)) => (b, p),
+            (Err(e), _) | (_, Err(e)) => {
                 self.network_down(&c.id);
+                if c.config.rootfs.is_none()
+                    && let Ok(p) = self.rootfs_path(&c)
+                {
+                    let _ = hako_image::snapshot::unmount(&p);
+                }
                 let _ = fs::remove_dir_all(&run_dir);
                 return Err(e);
             }
@@ -1188,36 +1236,6 @@ impl Engine {
             return Err(Error::Start { message: err, code });
         }
         Ok((c, attach.then_some(Attached { stream, run_dir })))
-    }
-
-    /// Starts the monitor in a process group of its own, waiting for its
-    /// config ([`Engine::monitor_go`]). It stays this process's child (no
-    /// double fork: a `hako` command is short-lived, and the monitor is
-    /// adopted by init when it ends); no one waits for it here.
-    fn start_monitor(&self, run_dir: &Path, sealed: bool) -> Result<PendingMonitor> {
-        use std::os::unix::process::CommandExt;
-        let mut cmd = std::process::Command::new(&self.monitor_bin);
-        cmd.arg(run_dir);
-        if sealed {
-            cmd.arg("--sealed");
-        }
-        cmd.arg("--wait")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
-            // A process group of its own from the start, so no signal from
-            // this command's terminal reaches it; and no pre_exec, so the
-            // spawn is a vfork-like posix_spawn, not a copy of this process.
-            .process_group(0);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| Error::io(format!("run {}", self.monitor_bin.display()), e))?;
-        let go = child.stdin.take();
-        let out = child.stdout.take();
-        match (go, out) {
-            (Some(go), Some(out)) => Ok(PendingMonitor { go, out }),
-            _ => Err(Error::Invalid("the monitor's pipes are missing".into())),
-        }
     }
 
     /// Tells a waiting monitor its config is written; its report.
