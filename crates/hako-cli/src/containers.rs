@@ -607,9 +607,10 @@ fn foreground(a: &CreateArgs) -> Result<Foreground> {
     })
 }
 
-fn create_container(ctx: &Ctx, a: &CreateArgs) -> Result<(Engine, Container)> {
+fn create_container(ctx: &Ctx, a: &CreateArgs, start: bool) -> Result<(Engine, Container)> {
     let cfg = build_config(a)?;
     let mut e = engine(ctx)?;
+    e.start_soon = start;
     hako_runtime::trace::mark("run: engine open");
     let img = image_for(ctx, &e, a)?;
     hako_runtime::trace::mark("run: image resolved");
@@ -618,7 +619,7 @@ fn create_container(ctx: &Ctx, a: &CreateArgs) -> Result<(Engine, Container)> {
 }
 
 pub fn create(ctx: &Ctx, a: CreateArgs) -> Result<i32> {
-    let (_, c) = create_container(ctx, &a)?;
+    let (_, c) = create_container(ctx, &a, false)?;
     println!("{}", c.id);
     Ok(0)
 }
@@ -633,7 +634,7 @@ fn start_error(e: hako_engine::Error) -> anyhow::Error {
 }
 
 pub fn run(ctx: &Ctx, a: CreateArgs) -> Result<i32> {
-    let (mut e, c) = create_container(ctx, &a)?;
+    let (mut e, c) = create_container(ctx, &a, true)?;
     if a.detach {
         e.start(&c.id, false, false).map_err(start_error)?;
         println!("{}", c.id);

@@ -327,6 +327,11 @@ pub struct Engine {
     /// While set ([`Engine::finish`]), directories to remove in the
     /// background instead of at once.
     trash: std::cell::RefCell<Option<Vec<PathBuf>>>,
+    /// Set by a caller that starts the container it creates (`run`):
+    /// `create` spawns its monitor early.
+    pub start_soon: bool,
+    /// The monitor spawned by `create` for the container of that id.
+    prespawned: Option<(String, std::thread::JoinHandle<Result<PendingMonitor>>)>,
 }
 
 /// The start time of a process (clock ticks after boot), which tells a
@@ -449,6 +454,14 @@ pub(crate) fn detached(work: impl FnOnce()) {
     }
 }
 
+/// A container that may trace its processes (CAP_SYS_PTRACE) gets a
+/// monitor run from a sealed copy of its binary.
+fn needs_sealed_monitor(config: &ContainerConfig) -> Result<bool> {
+    Ok(spec::capabilities(config)?
+        .iter()
+        .any(|cap| cap == "CAP_SYS_PTRACE"))
+}
+
 /// Starts the monitor in a process group of its own, waiting for its
 /// config ([`Engine::monitor_go`]). It stays this process's child (no
 /// double fork: a `hako` command is short-lived, and the monitor is
@@ -513,6 +526,8 @@ impl Engine {
             store: std::cell::OnceCell::new(),
             held_locks: HeldLocks::default(),
             trash: std::cell::RefCell::new(None),
+            start_soon: false,
+            prespawned: None,
         })
     }
 
@@ -697,6 +712,15 @@ impl Engine {
         name: Option<&str>,
     ) -> Result<Container> {
         let id = random_id()?;
+        if self.start_soon {
+            // The monitor's exec and start-up take longer than the rest of
+            // create and start: begun now, it waits for its config when
+            // start gets to it.
+            let sealed = needs_sealed_monitor(&config)?;
+            let (bin, dir) = (self.monitor_bin.clone(), self.run_dir(&id));
+            let handle = std::thread::spawn(move || start_monitor(&bin, &dir, sealed));
+            self.prespawned = Some((id.clone(), handle));
+        }
         let name = match name {
             Some(n) => {
                 let n = n.strip_prefix('/').unwrap_or(n);
@@ -1107,16 +1131,18 @@ impl Engine {
         let run_dir = self.run_dir(&c.id);
         let _ = fs::remove_dir_all(&run_dir);
         fs::create_dir_all(&run_dir).ctx(|| format!("create {}", run_dir.display()))?;
-        let sealed = spec::capabilities(&c.config)?
-            .iter()
-            .any(|cap| cap == "CAP_SYS_PTRACE");
-        // The monitor starts now, beside the preparation below, and waits
-        // for its config (dropped unsent on an error: it then just ends).
-        // The spawn waits for the monitor's exec (it is a vfork): on a
-        // thread of its own, that wait is spent on the preparation too.
-        let spawning = {
-            let (bin, dir) = (self.monitor_bin.clone(), run_dir.clone());
-            std::thread::spawn(move || start_monitor(&bin, &dir, sealed))
+        // The monitor starts now (or began in `create`), beside the
+        // preparation below, and waits for its config (dropped unsent on
+        // an error: it then just ends). The spawn waits for the monitor's
+        // exec (it is a vfork): on a thread of its own, that wait is spent
+        // on the preparation too.
+        let sealed = needs_sealed_monitor(&c.config)?;
+        let spawning = match self.prespawned.take() {
+            Some((id, handle)) if id == c.id => handle,
+            _ => {
+                let (bin, dir) = (self.monitor_bin.clone(), run_dir.clone());
+                std::thread::spawn(move || start_monitor(&bin, &dir, sealed))
+            }
         };
         let prepared = self
             .network_up(&c)
