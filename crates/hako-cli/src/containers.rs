@@ -646,7 +646,12 @@ pub fn run(ctx: &Ctx, a: CreateArgs) -> Result<i32> {
         .start_with(&c.id, true, a.interactive, true)
         .map_err(start_error)?;
     let attached = attached.ok_or_else(|| anyhow!("no stream from the monitor"))?;
-    let code = stream_output(attached, &foreground(&a)?)?;
+    // Once the exit is known, the root filesystem goes while the monitor
+    // still releases the runtime state (the stream ends after that).
+    let code = match stream(attached, &foreground(&a)?, &mut || e.program_ended(&c))? {
+        Ended::Exit(code) => code,
+        Ended::Detached => 0,
+    };
     hako_runtime::trace::mark("run: exit code received");
     e.finish(&c)?;
     hako_runtime::trace::mark("run: released");
@@ -695,13 +700,19 @@ static DETACHED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::
 /// Copies the container's output here (and our stdin there) until it
 /// exits or the user detaches; the exit code (0 on a detach).
 fn stream_output(attached: hako_engine::Attached, fg: &Foreground) -> Result<i32> {
-    match stream(attached, fg)? {
+    match stream(attached, fg, &mut || {})? {
         Ended::Exit(code) => Ok(code),
         Ended::Detached => Ok(0),
     }
 }
 
-fn stream(attached: hako_engine::Attached, fg: &Foreground) -> Result<Ended> {
+/// [`stream_output`]; `on_exit` runs when the exit code comes (the stream
+/// goes on until the monitor ends it).
+fn stream(
+    attached: hako_engine::Attached,
+    fg: &Foreground,
+    on_exit: &mut dyn FnMut(),
+) -> Result<Ended> {
     let hako_engine::Attached {
         mut stream,
         run_dir,
@@ -775,6 +786,7 @@ fn stream(attached: hako_engine::Attached, fg: &Foreground) -> Result<Ended> {
             }
             Ok(Some(hako_monitor::EXIT)) if buf.len() == 4 => {
                 code = Some(i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]));
+                on_exit();
             }
             Ok(Some(_)) => {}
             Ok(None) => break,

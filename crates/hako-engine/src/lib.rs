@@ -1340,6 +1340,15 @@ impl Engine {
         Ok((c, Attached { stream, run_dir }))
     }
 
+    /// After an attached start with `cleanup`, when the exit code came:
+    /// the root filesystem can go now, while the monitor still releases
+    /// the runtime state (unless the restart policy may start it again).
+    pub fn program_ended(&self, c: &Container) {
+        if c.config.restart == RestartPolicy::No {
+            self.release(c);
+        }
+    }
+
     /// After an attached start with `cleanup`, once the attach stream has
     /// ended: releases (and for `--rm` removes) the container.
     pub fn finish(&mut self, c: &Container) -> Result<()> {
