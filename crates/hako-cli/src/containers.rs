@@ -1628,6 +1628,15 @@ fn exec_process(e: &Engine, c: &Container, a: &ExecArgs) -> Result<oci_spec::run
     let mut process = spec["process"].clone();
     process["args"] = json!(a.command);
     process["terminal"] = json!(a.tty);
+    // The terminal has the caller's size from the start (a resize after
+    // the start would come after a quick program is done).
+    if let Some((rows, cols)) = a
+        .tty
+        .then(|| hako_engine::terminal_size(std::os::fd::AsFd::as_fd(&std::io::stdin())))
+        .flatten()
+    {
+        process["consoleSize"] = json!({"height": rows, "width": cols});
+    }
     if let Some(w) = &a.workdir {
         process["cwd"] = json!(w);
     }
@@ -1732,7 +1741,12 @@ fn exec_builtin(
         None => None,
     };
     let set = hako_runtime::container::block_signals();
-    let code = hako_runtime::container::wait_forwarding(pid, &set)?;
+    let code = hako_runtime::container::wait_forwarding_to(
+        pid,
+        &set,
+        pty.as_ref()
+            .map(|(_, resize)| std::os::fd::AsFd::as_fd(resize)),
+    )?;
     finish_pty(pty);
     Ok(code)
 }
@@ -1848,17 +1862,27 @@ fn exec_external(
         },
         None => None,
     };
-    let code = hako_runtime::container::wait_forwarding(pid, &set)?;
+    let code = hako_runtime::container::wait_forwarding_to(
+        pid,
+        &set,
+        pty.as_ref()
+            .map(|(_, resize)| std::os::fd::AsFd::as_fd(resize)),
+    )?;
     finish_pty(pty);
     Ok(code)
 }
 
 /// Copies between our terminal and the exec's pty until the pty closes;
 /// the thread that copies the output is returned.
+/// Copies between our stdio and the program's pty `master`, which gets
+/// our terminal's size; returns the output copy and a handle on the pty
+/// for later resizes.
 fn proxy_pty(
     master: std::os::fd::OwnedFd,
     interactive: bool,
-) -> Result<std::thread::JoinHandle<()>> {
+) -> Result<(std::thread::JoinHandle<()>, std::os::fd::OwnedFd)> {
+    hako_runtime::container::copy_terminal_size(std::os::fd::AsFd::as_fd(&master));
+    let resize = master.try_clone().context("dup the pty")?;
     let raw = if std::io::stdin().is_terminal() {
         Some(RawTerminal::enable()?)
     } else {
@@ -1871,17 +1895,20 @@ fn proxy_pty(
             let _ = std::io::copy(&mut std::io::stdin().lock(), &mut w);
         });
     }
-    Ok(std::thread::spawn(move || {
+    let copy = std::thread::spawn(move || {
         let _ = std::io::copy(&mut out, &mut std::io::stdout());
         drop(raw);
-    }))
+    });
+    Ok((copy, resize))
 }
 
 /// After the program's exit, lets the output still in its pty reach our
 /// stdout (and the terminal be restored): the copy ends when the pty
 /// does. Bounded: a process left in the background may hold the pty.
-fn finish_pty(pty: Option<std::thread::JoinHandle<()>>) {
-    let Some(copy) = pty else { return };
+fn finish_pty(pty: Option<(std::thread::JoinHandle<()>, std::os::fd::OwnedFd)>) {
+    let Some((copy, resize)) = pty else { return };
+    // Our handle must not keep the pty open: the copy ends when it closes.
+    drop(resize);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     while !copy.is_finished() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(10));

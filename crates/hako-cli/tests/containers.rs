@@ -37,10 +37,22 @@ impl Busybox {
         // A `--rm` container's directories are taken apart in the
         // background after `run` returns: given a few seconds.
         let run = self.h.dir.path().join("run");
-        let count = |dir: &Path| std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
-        wait_for("the container directories to go", || {
-            count(&run.join("containers")) == 0 && count(&self.h.root().join("containers")) == 0
-        });
+        let left = || -> Vec<std::path::PathBuf> {
+            [run.join("containers"), self.h.root().join("containers")]
+                .iter()
+                .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
+                .map(|e| e.path())
+                .collect()
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !left().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "container directories left: {:?}",
+                left()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         self.h.assert_no_snapshots();
         for id in &ids {
             hako_testutil::LeakCheck::new(&[self.h.dir.path()], id).assert_clean();
@@ -567,7 +579,17 @@ fn exec_with_its_flags(s: &Setup, rt: &str) {
     assert_eq!(text(&out.stdout), "typed\n", "{rt}: {}", text(&out.stderr));
     let out = with_input(s, &["exec", "box", "cat"], b"typed\n");
     assert_eq!(text(&out.stdout), "", "{rt}: {}", text(&out.stderr));
-    // A terminal of its own.
+    // A terminal of its own, of the caller's size.
+    let out = on_a_pty(
+        s,
+        "stty rows 23 cols 71",
+        &["exec", "-t", "box", "stty", "size"],
+    );
+    assert!(
+        text(&out.stdout).contains("23 71"),
+        "{rt}: {:?}",
+        text(&out.stdout)
+    );
     let out = s.run(&["exec", "-t", "box", "sh", "-c", "tty; exit 3"]);
     assert_eq!(out.status.code(), Some(3), "{rt}: {}", text(&out.stderr));
     assert!(
@@ -1127,6 +1149,20 @@ fn terminal_init_devices_signals_attach_and_completion() {
     let out = s.run(&["run", "--rm", "-t", &s.image, "sh", "-c", "tty; exit 2"]);
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(text(&out.stdout), "/dev/pts/0\r\n");
+    // exec -t: the program's pty has the caller's terminal size.
+    s.ok(&["run", "-d", "--name", "sized", &s.image, "sleep", "600"]);
+    let out = on_a_pty(
+        &s,
+        "stty rows 23 cols 71",
+        &["exec", "-t", "sized", "stty", "size"],
+    );
+    assert!(
+        text(&out.stdout).contains("23 71"),
+        "{:?} {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    s.ok(&["rm", "-f", "sized"]);
     // --init: tini is pid 1 and the program its child.
     let out = s.ok(&[
         "run",

@@ -288,20 +288,7 @@ fn caller_terminal_size(tty: bool) -> Option<(u16, u16)> {
         .flatten()
 }
 
-/// The size of the terminal on `fd`, if it is one: rows, columns.
-pub fn terminal_size(fd: std::os::fd::BorrowedFd<'_>) -> Option<(u16, u16)> {
-    // SAFETY: winsize is plain data; zeroed is a valid value.
-    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-    // SAFETY: TIOCGWINSZ writes a winsize into the one we own.
-    let r = unsafe {
-        libc::ioctl(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            libc::TIOCGWINSZ,
-            &mut ws,
-        )
-    };
-    (r == 0 && ws.ws_row > 0).then_some((ws.ws_row, ws.ws_col))
-}
+pub use hako_runtime::container::terminal_size;
 
 /// A monitor started and waiting for its go.
 struct PendingMonitor {

@@ -357,9 +357,39 @@ pub fn exit_code(status: WaitStatus) -> Option<i32> {
     }
 }
 
+/// The size of the terminal on `fd`, if it is one: rows, columns.
+pub fn terminal_size(fd: std::os::fd::BorrowedFd<'_>) -> Option<(u16, u16)> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: winsize is plain data; zeroed is a valid value.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes a winsize into the one we own.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
+    (r == 0 && ws.ws_row > 0).then_some((ws.ws_row, ws.ws_col))
+}
+
+/// Gives `pty` the size of this process's terminal (its stdin), when it
+/// has one.
+pub fn copy_terminal_size(pty: std::os::fd::BorrowedFd<'_>) {
+    use std::os::fd::{AsFd, AsRawFd};
+    if let Some((rows, cols)) = terminal_size(std::io::stdin().as_fd()) {
+        let _ = crate::sys::set_window_size(pty.as_raw_fd(), rows, cols);
+    }
+}
+
 /// Waits for `pid` to end, passing on the signals this process receives;
 /// returns its exit code.
 pub fn wait_forwarding(pid: i32, set: &SigSet) -> Result<i32> {
+    wait_forwarding_to(pid, set, None)
+}
+
+/// [`wait_forwarding`] for a program on the pty `pty`: a SIGWINCH resizes
+/// the pty to this process's terminal (the kernel then tells the program),
+/// as `docker exec -t` follows the terminal.
+pub fn wait_forwarding_to(
+    pid: i32,
+    set: &SigSet,
+    pty: Option<std::os::fd::BorrowedFd<'_>>,
+) -> Result<i32> {
     let child = Pid::from_raw(pid);
     loop {
         match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
@@ -378,6 +408,11 @@ pub fn wait_forwarding(pid: i32, set: &SigSet) -> Result<i32> {
         }
         match set.wait() {
             Ok(Signal::SIGCHLD) | Err(_) => {}
+            Ok(Signal::SIGWINCH) if pty.is_some() => {
+                if let Some(p) = pty {
+                    copy_terminal_size(p);
+                }
+            }
             Ok(sig) => {
                 let _ = kill(child, sig);
             }

@@ -117,8 +117,22 @@ pub fn exec(root: &Path, id: &str, process: &Process, opts: ExecOptions) -> Resu
         .map(|(t, f)| sys::move_above(f, min_fd).map(|f| (t, f)))
         .collect::<nix::Result<_>>()
         .context(|| "move namespace descriptors".to_string())?;
+    // Only this process's children enter it; this process's own pid
+    // namespace for children comes back after the clone (a caller that
+    // goes on, such as `hako exec` proxying a terminal, could not start a
+    // thread otherwise).
+    let own_pid_ns = match &pid_ns {
+        Some(_) => Some(
+            open(
+                "/proc/self/ns/pid",
+                OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .context(|| "open /proc/self/ns/pid".to_string())?,
+        ),
+        None => None,
+    };
     if let Some(fd) = &pid_ns {
-        // Only this process's children enter it.
         setns(fd.as_fd(), namespaces::flag(Ns::Pid))
             .context(|| "enter the container's pid namespace".to_string())?;
     }
@@ -178,6 +192,10 @@ pub fn exec(root: &Path, id: &str, process: &Process, opts: ExecOptions) -> Resu
         }
         sys::Forked::Parent(pid) => pid,
     };
+    if let Some(own) = &own_pid_ns {
+        setns(own.as_fd(), namespaces::flag(Ns::Pid))
+            .context(|| "return to this process's pid namespace".to_string())?;
+    }
     drop(child_chan);
     drop(console);
     drop(join);
