@@ -587,20 +587,29 @@ impl Monitor {
                 },
                 restarting: restart,
             };
-            self.write_exit(&record);
-            self.last = Some(record);
             // Each end of a run ends the attached clients' streams with the
             // exit code: `wait` and a foreground `run` learn it even when
             // `--rm` removes the record right after. Sent before the
-            // runtime state goes, so the client's wait is shorter.
+            // runtime state goes, so the client's wait is shorter. The
+            // client that finishes the job learns it before the record is
+            // written (it reads the record only when its stream has
+            // ended); the others after, so that what they do next finds
+            // the container exited.
             let header = frame_header(EXIT, 4);
-            let mut takers = Vec::new();
-            for c in self.clients.drain(..) {
-                let told = send_all(&c.stream, &header) && send_all(&c.stream, &code.to_be_bytes());
-                if told && c.cleans_up && !restart {
-                    takers.push(c);
-                }
+            let tell = |c: &Client| {
+                send_all(&c.stream, &header) && send_all(&c.stream, &code.to_be_bytes())
+            };
+            let (mut takers, others): (Vec<Client>, Vec<Client>) = self
+                .clients
+                .drain(..)
+                .partition(|c| c.cleans_up && !restart);
+            takers.retain(|c| tell(c));
+            self.write_exit(&record);
+            self.last = Some(record);
+            for c in &others {
+                tell(c);
             }
+            drop(others);
             self.delete_container();
             if !takers.is_empty() {
                 // A foreground client has the exit and finishes the job
