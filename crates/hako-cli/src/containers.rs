@@ -1741,14 +1741,7 @@ fn exec_builtin(
         None => None,
     };
     let set = hako_runtime::container::block_signals();
-    let code = hako_runtime::container::wait_forwarding_to(
-        pid,
-        &set,
-        pty.as_ref()
-            .map(|(_, resize)| std::os::fd::AsFd::as_fd(resize)),
-    )?;
-    finish_pty(pty);
-    Ok(code)
+    wait_on_pty(pid, &set, pty)
 }
 
 /// A directory of its own for one exec's files (its process, the
@@ -1862,14 +1855,7 @@ fn exec_external(
         },
         None => None,
     };
-    let code = hako_runtime::container::wait_forwarding_to(
-        pid,
-        &set,
-        pty.as_ref()
-            .map(|(_, resize)| std::os::fd::AsFd::as_fd(resize)),
-    )?;
-    finish_pty(pty);
-    Ok(code)
+    wait_on_pty(pid, &set, pty)
 }
 
 /// Copies between our terminal and the exec's pty until the pty closes;
@@ -1900,6 +1886,23 @@ fn proxy_pty(
         drop(raw);
     });
     Ok((copy, resize))
+}
+
+/// Waits for the exec'd `pid`, passing signals on (a resize to its pty,
+/// if it has one), then lets the pty's last output out; its exit code.
+fn wait_on_pty(
+    pid: i32,
+    set: &nix::sys::signal::SigSet,
+    pty: Option<(std::thread::JoinHandle<()>, std::os::fd::OwnedFd)>,
+) -> Result<i32> {
+    let code = hako_runtime::container::wait_forwarding_to(
+        pid,
+        set,
+        pty.as_ref()
+            .map(|(_, resize)| std::os::fd::AsFd::as_fd(resize)),
+    )?;
+    finish_pty(pty);
+    Ok(code)
 }
 
 /// After the program's exit, lets the output still in its pty reach our

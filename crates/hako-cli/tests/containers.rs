@@ -249,9 +249,9 @@ fn detached_lifecycle_logs_exec_stop_wait() {
     );
     assert_eq!(s.run(&["exec", "web", "nope"]).status.code(), Some(127));
     // Input only with -i, as Docker.
-    let out = with_input(&s, &["exec", "-i", "web", "cat"], b"typed\n");
+    let out = s.h.with_input(&["exec", "-i", "web", "cat"], b"typed\n");
     assert_eq!(text(&out.stdout), "typed\n", "{}", text(&out.stderr));
-    let out = with_input(&s, &["exec", "web", "cat"], b"typed\n");
+    let out = s.h.with_input(&["exec", "web", "cat"], b"typed\n");
     assert_eq!(text(&out.stdout), "", "{}", text(&out.stderr));
     let st = s.inspect("web");
     assert_eq!(st["State"]["Status"], "running");
@@ -449,21 +449,6 @@ fn on_a_pty(s: &Setup, setup: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// `hako ARGS` with `input` on its stdin.
-fn with_input(s: &Setup, args: &[&str], input: &[u8]) -> Output {
-    let mut child =
-        s.h.cmd()
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    child.wait_with_output().unwrap()
-}
-
 /// `run -t`: the program's stdio is the pty the runtime sent to the
 /// monitor's console socket, sized as the caller's terminal; a detached
 /// one's output is logged from it.
@@ -575,9 +560,9 @@ fn exec_with_its_flags(s: &Setup, rt: &str) {
     let out = s.run(&["exec", "box", "/etc/passwd"]);
     assert_eq!(out.status.code(), Some(126), "{rt}: {}", text(&out.stderr));
     // Input only with -i, as Docker.
-    let out = with_input(s, &["exec", "-i", "box", "cat"], b"typed\n");
+    let out = s.h.with_input(&["exec", "-i", "box", "cat"], b"typed\n");
     assert_eq!(text(&out.stdout), "typed\n", "{rt}: {}", text(&out.stderr));
-    let out = with_input(s, &["exec", "box", "cat"], b"typed\n");
+    let out = s.h.with_input(&["exec", "box", "cat"], b"typed\n");
     assert_eq!(text(&out.stdout), "", "{rt}: {}", text(&out.stderr));
     // A terminal of its own, of the caller's size.
     let out = on_a_pty(

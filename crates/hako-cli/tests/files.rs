@@ -6,10 +6,9 @@
 mod common;
 use common::*;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// A store with `busybox` pulled from a registry of its own.
@@ -94,20 +93,6 @@ fn tar_entries(bytes: &[u8]) -> Vec<(String, Option<String>)> {
         out.push((name, data));
     }
     out
-}
-
-/// Runs `hako` with `input` on stdin; returns its output.
-fn with_stdin(s: &Setup, args: &[&str], input: &[u8]) -> std::process::Output {
-    let mut child =
-        s.h.cmd()
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    child.wait_with_output().unwrap()
 }
 
 #[test]
@@ -225,7 +210,7 @@ fn cp_files_and_directories_both_ways() {
         .dir("streamed")
         .file("streamed/in", b"from a tar\n")
         .build();
-    let out = with_stdin(&s, &["cp", "-", "c1:/data"], &tar);
+    let out = s.h.with_input(&["cp", "-", "c1:/data"], &tar);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         s.ok(&["exec", "c1", "cat", "/data/streamed/in"]),
@@ -376,7 +361,7 @@ fn cp_symlinks_resolve_inside_the_container() {
             .symlink("out", &sd)
             .file("out/written", b"pwned\n")
             .build();
-        let out = with_stdin(&s, &["cp", "-", "evil:/"], &tar);
+        let out = s.h.with_input(&["cp", "-", "evil:/"], &tar);
         assert!(!out.status.success());
         let tar = TarBuilder::new()
             .raw(
@@ -388,7 +373,7 @@ fn cp_symlinks_resolve_inside_the_container() {
                 b"pwned\n",
             )
             .build();
-        let out = with_stdin(&s, &["cp", "-", "evil:/tmp"], &tar);
+        let out = s.h.with_input(&["cp", "-", "evil:/tmp"], &tar);
         assert!(!out.status.success());
         assert!(!Path::new("/tmp/hako-cp-escape").exists());
         let left: Vec<_> = std::fs::read_dir(&secret_dir)

@@ -138,6 +138,21 @@ impl Hako {
         );
     }
 
+    /// Runs `hako ARGS` with `input` on its stdin; its output.
+    pub fn with_input(&self, args: &[&str], input: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .cmd()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
     /// Image ids, as `images -q --no-trunc` prints them.
     pub fn image_ids(&self) -> Vec<String> {
         let mut v: Vec<String> = self
