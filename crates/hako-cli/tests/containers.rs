@@ -564,11 +564,13 @@ fn exec_with_its_flags(s: &Setup, rt: &str) {
     assert_eq!(text(&out.stdout), "typed\n", "{rt}: {}", text(&out.stderr));
     let out = s.h.with_input(&["exec", "box", "cat"], b"typed\n");
     assert_eq!(text(&out.stdout), "", "{rt}: {}", text(&out.stderr));
-    // A terminal of its own, of the caller's size.
+    // A terminal of its own, of the caller's size (crun may start the
+    // program before it sizes the terminal as process.consoleSize asks;
+    // hako sizes it as soon as it gets it).
     let out = on_a_pty(
         s,
         "stty rows 23 cols 71",
-        &["exec", "-t", "box", "stty", "size"],
+        &["exec", "-t", "box", "sh", "-c", "sleep 0.5; stty size"],
     );
     assert!(
         text(&out.stdout).contains("23 71"),

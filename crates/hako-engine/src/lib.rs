@@ -414,13 +414,35 @@ pub(crate) fn detached(work: impl FnOnce()) {
             Ok(WaitStatus::StillAlive)
         )
     });
+    // The child starts in this command's process group, which a terminal
+    // that hangs up (or a ^C) signals at once: it has all signals blocked
+    // until it ignores those and has a session of its own.
+    use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
+    let mut mask = SigSet::empty();
+    let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), Some(&mut mask));
     // SAFETY: the child only makes syscalls and allocates (glibc makes
     // malloc safe across fork); it ends with _exit, running no destructors
     // of the parent's objects.
-    match unsafe { fork() } {
+    let forked = unsafe { fork() };
+    if !matches!(forked, Ok(ForkResult::Child)) {
+        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&mask), None);
+    }
+    match forked {
         Ok(ForkResult::Child) => {
-            // SAFETY: plain syscalls on this process's own descriptors.
+            // SAFETY: plain syscalls on this process's own signal
+            // dispositions and descriptors.
             unsafe {
+                for sig in [
+                    libc::SIGHUP,
+                    libc::SIGINT,
+                    libc::SIGQUIT,
+                    libc::SIGTSTP,
+                    libc::SIGTTIN,
+                    libc::SIGTTOU,
+                    libc::SIGPIPE,
+                ] {
+                    libc::signal(sig, libc::SIG_IGN);
+                }
                 libc::setsid();
                 // Nothing of the parent's stays open here: not its locks,
                 // not the pipes its caller reads to the end.
@@ -431,6 +453,7 @@ pub(crate) fn detached(work: impl FnOnce()) {
                     libc::dup2(0, 2);
                 }
             }
+            let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
             work();
             // SAFETY: ends the child without unwinding into the parent's
             // state.
