@@ -91,9 +91,11 @@ impl Engine {
             c.monitor_pid = 0;
             c.monitor_start = 0;
             self.db.update(&c)?;
+            // No exit was recorded: the boot, not the program, ended it.
+            let unrecorded = hako_monitor::read_exit(&self.container_dir(&c.id)).is_none();
             self.cleanup(&c.id, None)?;
             if let Some(mut settled) = self.db.get(&c.id)? {
-                if settled.error.contains("monitor died") {
+                if unrecorded {
                     settled.error = "the host restarted while the container ran".into();
                     self.db.update(&settled)?;
                 }

@@ -311,14 +311,16 @@ pub struct Engine {
     store: std::cell::OnceCell<Store>,
     /// Containers whose lock this engine holds.
     held_locks: HeldLocks,
-    /// While set ([`Engine::finish`]), directories to remove in the
-    /// background instead of at once.
-    trash: std::cell::RefCell<Option<Vec<PathBuf>>>,
     /// Set by a caller that starts the container it creates (`run`):
     /// `create` spawns its monitor early.
     pub start_soon: bool,
-    /// The monitor spawned by `create` for the container of that id.
-    prespawned: Option<(String, std::thread::JoinHandle<Result<PendingMonitor>>)>,
+    /// The monitor spawned by `create` for the container of that id (and
+    /// whether it runs sealed).
+    prespawned: Option<(
+        String,
+        bool,
+        std::thread::JoinHandle<Result<PendingMonitor>>,
+    )>,
 }
 
 /// The start time of a process (clock ticks after boot), which tells a
@@ -535,7 +537,6 @@ impl Engine {
             hako_bin: hako_bin.to_path_buf(),
             store: std::cell::OnceCell::new(),
             held_locks: HeldLocks::default(),
-            trash: std::cell::RefCell::new(None),
             start_soon: false,
             prespawned: None,
         })
@@ -576,18 +577,15 @@ impl Engine {
     }
 
     pub fn lock(&self, id: &str) -> Result<ContainerLock> {
-        let held = |set: &HeldLocks| set.lock().unwrap_or_else(|e| e.into_inner()).contains(id);
-        if held(&self.held_locks) {
+        let held = || self.held_locks.lock().unwrap_or_else(|e| e.into_inner());
+        if held().contains(id) {
             return Ok(ContainerLock {
                 _file: None,
                 held: None,
             });
         }
         let file = self.run_lock(&format!("{id}.lock"))?;
-        self.held_locks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.to_string());
+        held().insert(id.to_string());
         Ok(ContainerLock {
             _file: Some(file),
             held: Some((self.held_locks.clone(), id.to_string())),
@@ -729,7 +727,7 @@ impl Engine {
             let sealed = needs_sealed_monitor(&config)?;
             let (bin, dir) = (self.monitor_bin.clone(), self.run_dir(&id));
             let handle = std::thread::spawn(move || start_monitor(&bin, &dir, sealed));
-            self.prespawned = Some((id.clone(), handle));
+            self.prespawned = Some((id.clone(), sealed, handle));
         }
         let name = match name {
             Some(n) => {
@@ -858,7 +856,7 @@ impl Engine {
             Ok(())
         })();
         if let Err(e) = res {
-            let _ = self.remove_files(&c);
+            let _ = self.remove_files(&c, None);
             let _ = self.db.delete(&id);
             self.remove_anonymous_volumes(&c);
             return Err(e);
@@ -1146,12 +1144,15 @@ impl Engine {
         // an error: it then just ends). The spawn waits for the monitor's
         // exec (it is a vfork): on a thread of its own, that wait is spent
         // on the preparation too.
-        let sealed = needs_sealed_monitor(&c.config)?;
-        let spawning = match self.prespawned.take() {
-            Some((id, handle)) if id == c.id => handle,
+        let (sealed, spawning) = match self.prespawned.take() {
+            Some((id, sealed, handle)) if id == c.id => (sealed, handle),
             _ => {
+                let sealed = needs_sealed_monitor(&c.config)?;
                 let (bin, dir) = (self.monitor_bin.clone(), run_dir.clone());
-                std::thread::spawn(move || start_monitor(&bin, &dir, sealed))
+                (
+                    sealed,
+                    std::thread::spawn(move || start_monitor(&bin, &dir, sealed)),
+                )
             }
         };
         let prepared = self
@@ -1228,7 +1229,7 @@ impl Engine {
             self.release(&c);
             let _ = fs::remove_dir_all(&run_dir);
             if c.config.auto_remove {
-                self.remove_files(&c)?;
+                self.remove_files(&c, None)?;
                 self.db.delete(&c.id)?;
             } else {
                 c.status = Status::Exited;
@@ -1367,19 +1368,17 @@ impl Engine {
             // the monitor does its own cleanup when it is done.
             return Ok(());
         }
-        self.release(c);
-        hako_runtime::trace::mark("engine: rootfs released");
         // The monitor ended the attach stream once the runtime state was
         // gone (or died: then the runtime state goes here), and runs no
         // cleanup of its own: this command acts for it, without waiting
-        // for the process to end.
+        // for the process to end. (The root filesystem went at the exit
+        // code, [`Engine::program_ended`]; the cleanup makes sure.)
         // Taking a directory tree apart costs ~0.1 ms a directory on ext4
         // here, a millisecond or two for a small container: the
         // container's directories leave their names at once (and with them
         // the record), their content goes in the background.
-        *self.trash.borrow_mut() = Some(Vec::new());
-        let res = self.cleanup(&c.id, Some(c.monitor_pid));
-        let trash = self.trash.borrow_mut().take().unwrap_or_default();
+        let mut trash = Vec::new();
+        let res = self.cleanup_into(&c.id, Some(c.monitor_pid), Some(&mut trash));
         if !trash.is_empty() {
             detached(|| {
                 for dir in &trash {
@@ -1390,15 +1389,15 @@ impl Engine {
         res
     }
 
-    /// Removes a directory of a container; in [`Engine::finish`], only
-    /// moves it out of its name (a `.trash-` sibling) for the background.
-    /// A trash directory whose remover died goes with
+    /// Removes a directory of a container; given `trash`, only moves it
+    /// out of its name (a `.trash-` sibling) and adds it there, for the
+    /// background. A trash directory whose remover died goes with
     /// [`Engine::sweep_trash`].
-    fn discard_dir(&self, dir: &Path) -> Result<()> {
+    fn discard_dir(dir: &Path, trash: Option<&mut Vec<PathBuf>>) -> Result<()> {
         if !dir.exists() {
             return Ok(());
         }
-        if let Some(trash) = self.trash.borrow_mut().as_mut()
+        if let Some(trash) = trash
             && let Some(name) = dir.file_name()
         {
             let to = dir.with_file_name(format!(
@@ -1439,6 +1438,17 @@ impl Engine {
     /// runs it as its last act (`from_monitor`: its pid); any command runs
     /// it for a container whose monitor died.
     pub fn cleanup(&mut self, id: &str, from_monitor: Option<i32>) -> Result<()> {
+        self.cleanup_into(id, from_monitor, None)
+    }
+
+    /// [`Engine::cleanup`]; with `trash`, a removed container's
+    /// directories are only moved aside into it ([`Engine::discard_dir`]).
+    fn cleanup_into(
+        &mut self,
+        id: &str,
+        from_monitor: Option<i32>,
+        mut trash: Option<&mut Vec<PathBuf>>,
+    ) -> Result<()> {
         let _lock = self.lock(id)?;
         let Some(c) = self.db.get(id)? else {
             return Ok(());
@@ -1471,9 +1481,9 @@ impl Engine {
         hako_runtime::trace::mark("engine: runtime state deleted");
         self.release(&c);
         hako_runtime::trace::mark("engine: rootfs unmounted");
-        let _ = self.discard_dir(&self.run_dir(id));
+        let _ = Self::discard_dir(&self.run_dir(id), trash.as_deref_mut());
         if c.config.auto_remove || removing {
-            self.remove_files(&c)?;
+            self.remove_files(&c, trash)?;
             hako_runtime::trace::mark("engine: files removed");
             self.db.delete(id)?;
             // Docker's `--rm` takes the anonymous volumes along.
@@ -1490,16 +1500,16 @@ impl Engine {
 
     /// Removes a container's files; what it held is released already
     /// ([`Engine::release`]).
-    fn remove_files(&self, c: &Container) -> Result<()> {
+    fn remove_files(&self, c: &Container, mut trash: Option<&mut Vec<PathBuf>>) -> Result<()> {
         if c.config.rootfs.is_none() {
             let store = self.store()?;
-            match self.trash.borrow_mut().as_mut() {
+            match trash.as_deref_mut() {
                 Some(trash) => trash.extend(store.retire_snapshot(&c.id)?),
                 None => store.remove_snapshot(&c.id)?,
             }
         }
-        self.discard_dir(&self.container_dir(&c.id))?;
-        let _ = self.discard_dir(&self.run_dir(&c.id));
+        Self::discard_dir(&self.container_dir(&c.id), trash.as_deref_mut())?;
+        let _ = Self::discard_dir(&self.run_dir(&c.id), trash);
         Ok(())
     }
 
@@ -1674,7 +1684,7 @@ impl Engine {
         self.end_stray_monitor(&c);
         self.runtime_delete(&c);
         self.release(&c);
-        self.remove_files(&c)?;
+        self.remove_files(&c, None)?;
         self.db.delete(&c.id)?;
         if volumes {
             self.remove_anonymous_volumes(&c);

@@ -147,8 +147,14 @@ pub fn exec(root: &Path, id: &str, process: &Process, opts: ExecOptions) -> Resu
         Some(r) => Some(r?),
         None => None,
     };
-    let forked = sys::clone3(0, cgroup_fd.as_ref().map(AsRawFd::as_raw_fd))
-        .context(|| "clone the exec process".to_string())?;
+    let forked = sys::clone3(0, cgroup_fd.as_ref().map(AsRawFd::as_raw_fd));
+    if !matches!(forked, Ok(sys::Forked::Child))
+        && let Some(own) = &own_pid_ns
+    {
+        setns(own.as_fd(), namespaces::flag(Ns::Pid))
+            .context(|| "return to this process's pid namespace".to_string())?;
+    }
+    let forked = forked.context(|| "clone the exec process".to_string())?;
     let child = match forked {
         sys::Forked::Child => {
             let mut keep: Vec<RawFd> = vec![child_chan.raw()];
@@ -192,10 +198,6 @@ pub fn exec(root: &Path, id: &str, process: &Process, opts: ExecOptions) -> Resu
         }
         sys::Forked::Parent(pid) => pid,
     };
-    if let Some(own) = &own_pid_ns {
-        setns(own.as_fd(), namespaces::flag(Ns::Pid))
-            .context(|| "return to this process's pid namespace".to_string())?;
-    }
     drop(child_chan);
     drop(console);
     drop(join);
