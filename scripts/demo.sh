@@ -6,9 +6,8 @@
 # hako-runtime, as runc would run it. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/deps.sh
-cargo build --release -p hako-cli -p hako-monitor -p hako-runtime
-bin=$PWD/target/release
+bash scripts/build.sh
+bin=$PWD/target/bin
 work=$(mktemp -d /tmp/hako-demo.XXXXXX)
 hako=("$bin/hako" --root "$work/root" --runroot "$work/run")
 cleanup() {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs the Debian packages that building and testing hako need.
-# --tests adds what the test suite drives: peers, podman, the VM for the
-# cgroup v2 run.
+# Installs the Debian packages that building and testing hako need, and
+# the Rust standard library for the static musl target every hako binary
+# is built for (.cargo/config.toml). --tests adds what the test suite
+# drives: peers, podman, the VM for the cgroup v2 run.
 set -euo pipefail
 pkgs=(busybox-static libseccomp-dev pkg-config gcc binutils jq tini libnftables1)
 if [[ ${1:-} == --tests ]]; then
@@ -16,3 +17,15 @@ if ((${#missing[@]})); then
     apt-get update -q
     apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+if ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
+    rustup target add x86_64-unknown-linux-musl
+fi
+# libseccomp for the static musl link (.cargo/config.toml): Debian's
+# archive, built against glibc with _FORTIFY_SOURCE, calls glibc's
+# __fprintf_chk in its export of a filter as text (seccomp_export_pfc),
+# which musl lacks and hako never calls; the copy takes that reference as
+# weak, so the link needs no such function.
+native="$(cd "$(dirname "$0")/.." && pwd)/.cargo/native"
+mkdir -p "$native"
+objcopy --weaken-symbol=__fprintf_chk /usr/lib/x86_64-linux-gnu/libseccomp.a "$native/libseccomp.a.tmp"
+mv "$native/libseccomp.a.tmp" "$native/libseccomp.a"

@@ -4,6 +4,11 @@
 //! private) in each one at start. One monitor runs per container, so this
 //! is most of what each costs in memory.
 fn main() {
+    // The static musl build is position-dependent through its relocation
+    // model (.cargo/config.toml); -no-pie there would keep the PIE start code.
+    if std::env::var("CARGO_CFG_TARGET_ENV").as_deref() != Ok("gnu") {
+        return;
+    }
     println!("cargo:rustc-link-arg-bin=hako-monitor=-no-pie");
     println!("cargo:rustc-link-arg-bin=hako-monitor=-Wl,-z,norelro");
 }

@@ -1071,8 +1071,7 @@ impl Engine {
                 &dir,
                 netns.as_deref(),
             )?;
-            let bytes =
-                serde_json::to_vec_pretty(&spec).map_err(|e| Error::Invalid(e.to_string()))?;
+            let bytes = serde_json::to_vec(&spec).map_err(|e| Error::Invalid(e.to_string()))?;
             hako_monitor::write_atomic(&dir.join("config.json"), &bytes)
                 .ctx(|| format!("write {}", dir.join("config.json").display()))
         })();

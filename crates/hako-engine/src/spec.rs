@@ -990,12 +990,13 @@ pub fn default_seccomp(caps: &[String]) -> Value {
         (&[], &[])
     };
     let mut names: Vec<&str> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let by_cap = SECCOMP_BY_CAP
         .iter()
         .filter(|(cap, _)| has(cap))
         .flat_map(|(_, list)| list.iter());
     for n in SECCOMP_ALLOWED.iter().chain(arch_allowed).chain(by_cap) {
-        if !names.contains(n) {
+        if seen.insert(*n) {
             names.push(n);
         }
     }

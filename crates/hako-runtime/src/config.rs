@@ -70,6 +70,80 @@ pub fn load(bundle: &Path) -> Result<BundleConfig> {
     parse(&path, &bundle, &text)
 }
 
+/// The error for a config that failed to parse: parsed again, tracking
+/// the path, so that it names the field.
+fn parse_error(path: &Path, text: &[u8]) -> Error {
+    let mut track = serde_path_to_error::Track::new();
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let parsed: std::result::Result<Spec, serde_json::Error> = {
+        let tracked = serde_path_to_error::Deserializer::new(&mut de, &mut track);
+        serde::Deserialize::deserialize(tracked)
+    };
+    let e = match parsed.and_then(|s| de.end().map(|()| s)) {
+        Ok(_) => return invalid(path, "(top level)", "the config did not parse, then did"),
+        Err(e) => e,
+    };
+    if e.is_syntax() || e.is_eof() {
+        return invalid(
+            path,
+            format!("line {} column {}", e.line(), e.column()),
+            format!("not valid JSON: {e}"),
+        );
+    }
+    let field = track.path().to_string();
+    let msg = e.to_string();
+    let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+    if field.contains("capabilities")
+        && (msg.starts_with("unknown variant") || msg.starts_with("no variant"))
+    {
+        let name = msg
+            .split('`')
+            .nth(1)
+            .or_else(|| {
+                msg.strip_prefix("no variant for ")
+                    .and_then(|r| r.split_whitespace().next())
+            })
+            .unwrap_or_default();
+        return invalid(
+            path,
+            field,
+            format!(
+                "unknown capability {name:?} (names look like \"CAP_NET_ADMIN\"; see capabilities(7))"
+            ),
+        );
+    }
+    if msg.starts_with("unknown variant") {
+        // serde lists every variant; the first few say enough.
+        let short: String = msg.split(", expected").next().unwrap_or(&msg).to_string();
+        let expected = msg.split("expected one of ").nth(1).map(|l| {
+            let names: Vec<&str> = l.split(", ").take(6).collect();
+            format!(
+                ": use one of {}{}",
+                names.join(", "),
+                if l.split(", ").count() > 6 {
+                    ", ..."
+                } else {
+                    ""
+                }
+            )
+        });
+        return invalid(
+            path,
+            field,
+            format!("{short}{}", expected.unwrap_or_default()),
+        );
+    }
+    invalid(
+        path,
+        if field == "." {
+            "(top level)".into()
+        } else {
+            field
+        },
+        msg,
+    )
+}
+
 /// A path as serde_ignored reports it, written as the spec's fields are
 /// (`mounts[0].destination`).
 fn ignored_path(p: &serde_ignored::Path) -> String {
@@ -95,75 +169,15 @@ fn ignored_path(p: &serde_ignored::Path) -> String {
 /// spec does not define; `path` only names the file in errors.
 pub fn parse(path: &Path, bundle: &Path, text: &[u8]) -> Result<BundleConfig> {
     let mut unknown = Vec::new();
-    let mut track = serde_path_to_error::Track::new();
     let mut de = serde_json::Deserializer::from_slice(text);
-    let parsed: std::result::Result<Spec, serde_json::Error> = {
-        let tracked = serde_path_to_error::Deserializer::new(&mut de, &mut track);
-        serde_ignored::deserialize(tracked, |p| unknown.push(ignored_path(&p)))
-    };
-    let spec = match parsed.and_then(|s| de.end().map(|()| s)) {
+    let parsed: std::result::Result<Spec, serde_json::Error> =
+        serde_ignored::deserialize(&mut de, |p| unknown.push(ignored_path(&p)))
+            .and_then(|s| de.end().map(|()| s));
+    let spec = match parsed {
         Ok(s) => s,
-        Err(e) if e.is_syntax() || e.is_eof() => {
-            return Err(invalid(
-                path,
-                format!("line {} column {}", e.line(), e.column()),
-                format!("not valid JSON: {e}"),
-            ));
-        }
-        Err(e) => {
-            let field = track.path().to_string();
-            let msg = e.to_string();
-            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-            if field.contains("capabilities")
-                && (msg.starts_with("unknown variant") || msg.starts_with("no variant"))
-            {
-                let name = msg
-                    .split('`')
-                    .nth(1)
-                    .or_else(|| {
-                        msg.strip_prefix("no variant for ")
-                            .and_then(|r| r.split_whitespace().next())
-                    })
-                    .unwrap_or_default();
-                return Err(invalid(
-                    path,
-                    field,
-                    format!(
-                        "unknown capability {name:?} (names look like \"CAP_NET_ADMIN\"; see capabilities(7))"
-                    ),
-                ));
-            }
-            if msg.starts_with("unknown variant") {
-                // serde lists every variant; the first few say enough.
-                let short: String = msg.split(", expected").next().unwrap_or(&msg).to_string();
-                let expected = msg.split("expected one of ").nth(1).map(|l| {
-                    let names: Vec<&str> = l.split(", ").take(6).collect();
-                    format!(
-                        ": use one of {}{}",
-                        names.join(", "),
-                        if l.split(", ").count() > 6 {
-                            ", ..."
-                        } else {
-                            ""
-                        }
-                    )
-                });
-                return Err(invalid(
-                    path,
-                    field,
-                    format!("{short}{}", expected.unwrap_or_default()),
-                ));
-            }
-            return Err(invalid(
-                path,
-                if field == "." {
-                    "(top level)".into()
-                } else {
-                    field
-                },
-                msg,
-            ));
-        }
+        // Tracking the path costs an allocation a field, so only a config
+        // that failed is parsed again with it, to name the field.
+        Err(_) => return Err(parse_error(path, text)),
     };
     check_version(spec.version()).map_err(|m| invalid(path, "ociVersion", m))?;
     if let Some(field) = unknown.into_iter().next() {

@@ -127,10 +127,10 @@ pub fn start_created(created: &mut Created) -> Result<Vec<String>> {
 }
 
 pub fn kill_container(root: &Path, id: &str, signal: i32, all: bool) -> Result<()> {
-    if !(1..=libc::SIGRTMAX()).contains(&signal) {
+    if !(1..=crate::SIGRTMAX).contains(&signal) {
         return Err(Error::Init(format!(
             "{signal} is not a signal: use 1 to {}",
-            libc::SIGRTMAX()
+            crate::SIGRTMAX
         )));
     }
     let c = load(root, id)?;
@@ -228,7 +228,8 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<Vec<String>> {
         cg.destroy()?;
     }
     crate::trace::mark("delete: cgroup removed");
-    if let Ok(spec) = c.state.spec() {
+    // The hooks saved beside the config: no parse of the whole config.
+    if let Some(list) = c.state.hooks.as_ref().and_then(|h| h.poststop().as_ref()) {
         let st = hooks::state_json(
             id,
             Status::Stopped,
@@ -236,8 +237,8 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<Vec<String>> {
             &c.state.bundle,
             &c.state.annotations,
         );
-        for h in hooks::of(&spec, |h| h.poststop()) {
-            if let Err(e) = hooks::run("poststop", &h, &st) {
+        for h in list {
+            if let Err(e) = hooks::run("poststop", h, &st) {
                 warnings.push(e.to_string());
             }
         }

@@ -114,6 +114,7 @@ fn run(ctx: &InitContext) -> Result<Infallible> {
     keep.extend(ctx.console);
     keep.push(ctx.trampoline.raw());
     keep.extend(ctx.idmap_userns.iter().map(|(_, fd)| fd.as_raw_fd()));
+    keep.extend(crate::trace::fd());
     first_steps(&keep, ctx.preserve_fds)?;
     expect(ctx.chan, "set-up", |m| matches!(m, Msg::Go))?;
     let spec = &ctx.cfg.spec;

@@ -25,11 +25,19 @@ pub use create::{CreateOptions, Created};
 pub use error::{Error, Result};
 pub use exec::ExecOptions;
 
+/// The first realtime signal as runc, Docker and glibc number it. The
+/// kernel's start at 32 and the C library keeps the first few for itself
+/// (glibc two, musl three): a name must mean the same signal whichever
+/// library this is built with.
+pub const SIGRTMIN: i32 = 34;
+/// The last signal (the kernel's `_NSIG - 1`).
+pub const SIGRTMAX: i32 = 64;
+
 /// A signal by number (1 to SIGRTMAX), by name with or without `SIG`, or
 /// a realtime signal as `RTMIN`, `RTMIN+n`, `RTMAX` or `RTMAX-n`; the error
 /// says what is accepted.
 pub fn parse_signal(s: &str) -> std::result::Result<i32, String> {
-    let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+    let (min, max) = (SIGRTMIN, SIGRTMAX);
     let bad = || {
         format!(
             "{s:?} is not a signal: use a name like TERM, SIGKILL or RTMIN+3, or a number from 1 to {max}"
@@ -131,6 +139,13 @@ pub mod trace {
                 crash_at: std::env::var("HAKO_RUNTIME_CRASH_AT").ok(),
             }
         });
+    }
+
+    /// The descriptor the marks go to, which a container's init keeps
+    /// while it closes the others.
+    pub fn fd() -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        TRACE.get()?.file.as_ref().map(AsRawFd::as_raw_fd)
     }
 
     fn monotonic_ms() -> f64 {

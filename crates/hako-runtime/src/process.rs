@@ -13,7 +13,14 @@ use oci_spec::runtime::{LinuxCapabilities, PosixRlimitType, Process};
 use crate::error::{Context, Error, Result};
 use crate::sys;
 
-fn rlimit_resource(t: PosixRlimitType) -> Option<libc::__rlimit_resource_t> {
+/// The C library's type for a resource number: glibc has its own, musl
+/// an `int`.
+#[cfg(target_env = "gnu")]
+type RlimitResource = libc::__rlimit_resource_t;
+#[cfg(not(target_env = "gnu"))]
+type RlimitResource = libc::c_int;
+
+fn rlimit_resource(t: PosixRlimitType) -> Option<RlimitResource> {
     use PosixRlimitType as R;
     Some(match t {
         R::RlimitCpu => libc::RLIMIT_CPU,
@@ -143,11 +150,13 @@ pub fn set_scheduler(process: &Process) -> Result<()> {
             "process.scheduler.policy: SCHED_DEADLINE and SCHED_ISO are not supported by this runtime".into(),
         ));
     }
-    let param = libc::sched_param {
-        sched_priority: s.priority().unwrap_or(0),
-    };
-    // SAFETY: sched_setscheduler reads a valid sched_param for this process.
-    let ret = unsafe { libc::sched_setscheduler(0, policy, &param) };
+    // The kernel's sched_param is the priority alone. The syscall itself,
+    // as glibc's wrapper makes it: musl's answers ENOSYS, since the kernel
+    // sets a thread's policy, not a process's (this init has one thread).
+    let priority: libc::c_int = s.priority().unwrap_or(0);
+    // SAFETY: sched_setscheduler reads one int (the priority) we own.
+    let ret =
+        unsafe { libc::syscall(libc::SYS_sched_setscheduler, 0, policy, &raw const priority) };
     if ret != 0 {
         return Err(nix::Error::last())
             .context(|| "process.scheduler: sched_setscheduler".to_string());

@@ -280,13 +280,20 @@ pub fn loopback_up() -> nix::Result<()> {
     for (i, b) in b"lo".iter().enumerate() {
         req.ifr_name[i] = libc::c_char::try_from(*b).unwrap_or(0);
     }
+    // The request's type is the C library's (glibc: unsigned long, musl:
+    // int); both numbers fit either.
+    #[allow(clippy::unnecessary_cast, clippy::cast_possible_truncation)]
+    let (get, set) = (
+        libc::SIOCGIFFLAGS as libc::Ioctl,
+        libc::SIOCSIFFLAGS as libc::Ioctl,
+    );
     // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own.
     let res = unsafe {
-        if libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req) < 0 {
+        if libc::ioctl(sock, get, &mut req) < 0 {
             -1
         } else {
             req.ifr_ifru.ifru_flags |= libc::c_short::try_from(libc::IFF_UP).unwrap_or(1);
-            libc::ioctl(sock, libc::SIOCSIFFLAGS, &req)
+            libc::ioctl(sock, set, &req)
         }
     };
     let err = Errno::last();
