@@ -12,18 +12,110 @@
 //!
 //! No async runtime and no threads: one `poll` loop.
 
-/// In the static musl build (scripts/build.sh): musl's own allocator is
-/// small but slow (the create's parsing of the config took three times
-/// glibc's time); mimalloc is as fast as glibc's.
 #[cfg(target_env = "musl")]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: allocator::MonitorAllocator = allocator::MonitorAllocator;
 
+/// The allocator of the static musl build (scripts/build.sh). Setting a
+/// container up (parsing its config above all) allocates much, which
+/// mimalloc does as fast as glibc's allocator and musl's own three times
+/// slower. The lean monitor a running container keeps allocates little and
+/// must stay small, which musl's allocator is (tens of kilobytes, where
+/// mimalloc's arena takes hundreds). A process keeps one of them
+/// throughout: the lean re-execution says which in its environment, read
+/// at the first allocation.
 #[cfg(target_env = "musl")]
-unsafe extern "C" {
-    /// mimalloc's own: returns the free memory of its heap to the kernel
-    /// (`force`: now, not after its usual delay).
-    fn mi_collect(force: bool);
+mod allocator {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    /// Set for the lean re-execution (and taken out of its environment).
+    pub const LEAN_ENV: &std::ffi::CStr = c"HAKO_MONITOR_LEAN";
+    const UNDECIDED: u8 = 0;
+    const MIMALLOC: u8 = 1;
+    const MUSL: u8 = 2;
+    static CHOICE: AtomicU8 = AtomicU8::new(UNDECIDED);
+
+    unsafe extern "C" {
+        /// mimalloc's own: returns the free memory of its heap to the
+        /// kernel (`force`: now, not after its usual delay).
+        fn mi_collect(force: bool);
+    }
+
+    fn musl() -> bool {
+        match CHOICE.load(Ordering::Relaxed) {
+            MIMALLOC => false,
+            MUSL => true,
+            _ => {
+                // SAFETY: getenv reads the environment (musl's allocates
+                // nothing); the name is a NUL-terminated literal.
+                let lean = unsafe { !libc::getenv(LEAN_ENV.as_ptr()).is_null() };
+                CHOICE.store(if lean { MUSL } else { MIMALLOC }, Ordering::Relaxed);
+                lean
+            }
+        }
+    }
+
+    /// Gives the heap's free memory back to the kernel (musl's allocator
+    /// does so by itself).
+    pub fn give_back() {
+        if !musl() {
+            // SAFETY: mi_collect only releases free memory of mimalloc's heap.
+            unsafe { mi_collect(true) };
+        }
+    }
+
+    pub struct MonitorAllocator;
+
+    // SAFETY: every call goes to the one allocator the process chose at
+    // its first allocation, which keeps the GlobalAlloc contract.
+    unsafe impl GlobalAlloc for MonitorAllocator {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            // SAFETY: the caller's contract, passed on.
+            unsafe {
+                if musl() {
+                    System.alloc(layout)
+                } else {
+                    mimalloc::MiMalloc.alloc(layout)
+                }
+            }
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            // SAFETY: the caller's contract, passed on.
+            unsafe {
+                if musl() {
+                    System.alloc_zeroed(layout)
+                } else {
+                    mimalloc::MiMalloc.alloc_zeroed(layout)
+                }
+            }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: the caller's contract, passed on to the allocator
+            // that made the block.
+            unsafe {
+                if musl() {
+                    System.dealloc(ptr, layout)
+                } else {
+                    mimalloc::MiMalloc.dealloc(ptr, layout)
+                }
+            }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            // SAFETY: the caller's contract, passed on to the allocator
+            // that made the block.
+            unsafe {
+                if musl() {
+                    System.realloc(ptr, layout, new_size)
+                } else {
+                    mimalloc::MiMalloc.realloc(ptr, layout, new_size)
+                }
+            }
+        }
+    }
 }
 
 use hako_monitor::{
@@ -80,6 +172,18 @@ struct Handoff {
 fn resume(dir: &Path, handoff: &str) -> ! {
     // Executed through /proc/self/exe, the process would be named "exe".
     let _ = nix::sys::prctl::set_name(c"hako-monitor");
+    // The allocator's choice is made; what this monitor starts (a restart's
+    // runtime, the exit command) does not inherit it.
+    #[cfg(target_env = "musl")]
+    // SAFETY: the monitor has one thread: nothing reads the environment
+    // meanwhile.
+    unsafe {
+        std::env::remove_var(
+            <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(
+                allocator::LEAN_ENV.to_bytes(),
+            ),
+        )
+    };
     let code = match Monitor::resume(dir, handoff) {
         Ok((mut m, run)) => {
             // Starting a process maps much of the C library and of this
@@ -512,7 +616,15 @@ impl Monitor {
         use std::os::unix::process::CommandExt;
         // The signal mask (SIGCHLD and the forwarded signals blocked) and
         // any pending signal survive the exec; the new signalfd reads them.
-        let _ = std::process::Command::new("/proc/self/exe")
+        let mut lean = std::process::Command::new("/proc/self/exe");
+        #[cfg(target_env = "musl")]
+        lean.env(
+            <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(
+                allocator::LEAN_ENV.to_bytes(),
+            ),
+            "1",
+        );
+        let _ = lean
             .arg0("hako-monitor")
             .arg(&self.dir)
             .arg(HANDOFF_FLAG)
@@ -1074,13 +1186,9 @@ impl Monitor {
 /// what the loop needs faults back in as it runs. With one monitor per
 /// container, this is most of what each costs.
 fn shed_setup_memory() {
-    // What create allocated is free now: back to the kernel (musl's own
-    // allocator, libseccomp's, gives freed memory back by itself).
+    // What create allocated is free now: back to the kernel.
     #[cfg(target_env = "musl")]
-    // SAFETY: mi_collect only releases free memory of mimalloc's heap.
-    unsafe {
-        mi_collect(true)
-    };
+    allocator::give_back();
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only releases free heap memory.
     unsafe {
