@@ -5,7 +5,8 @@
 //! is most of what each costs in memory.
 fn main() {
     // The static musl build is position-dependent through its relocation
-    // model (.cargo/config.toml); -no-pie there would keep the PIE start code.
+    // model (.cargo/config.toml): with -no-pie alone, rustc would still
+    // link musl's static-PIE start code, which crashes without a PIE.
     if std::env::var("CARGO_CFG_TARGET_ENV").as_deref() != Ok("gnu") {
         return;
     }

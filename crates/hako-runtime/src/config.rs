@@ -70,19 +70,19 @@ pub fn load(bundle: &Path) -> Result<BundleConfig> {
     parse(&path, &bundle, &text)
 }
 
-/// The error for a config that failed to parse: parsed again, tracking
-/// the path, so that it names the field.
-fn parse_error(path: &Path, text: &[u8]) -> Error {
+/// The error for a config that failed to parse (`first`): parsed again,
+/// tracking the path, so that it names the field.
+fn parse_error(path: &Path, text: &[u8], first: serde_json::Error) -> Error {
     let mut track = serde_path_to_error::Track::new();
     let mut de = serde_json::Deserializer::from_slice(text);
     let parsed: std::result::Result<Spec, serde_json::Error> = {
         let tracked = serde_path_to_error::Deserializer::new(&mut de, &mut track);
         serde::Deserialize::deserialize(tracked)
     };
-    let e = match parsed.and_then(|s| de.end().map(|()| s)) {
-        Ok(_) => return invalid(path, "(top level)", "the config did not parse, then did"),
-        Err(e) => e,
-    };
+    let e = parsed
+        .and_then(|s| de.end().map(|()| s))
+        .err()
+        .unwrap_or(first);
     if e.is_syntax() || e.is_eof() {
         return invalid(
             path,
@@ -177,7 +177,7 @@ pub fn parse(path: &Path, bundle: &Path, text: &[u8]) -> Result<BundleConfig> {
         Ok(s) => s,
         // Tracking the path costs an allocation a field, so only a config
         // that failed is parsed again with it, to name the field.
-        Err(_) => return Err(parse_error(path, text)),
+        Err(e) => return Err(parse_error(path, text, e)),
     };
     check_version(spec.version()).map_err(|m| invalid(path, "ociVersion", m))?;
     if let Some(field) = unknown.into_iter().next() {
