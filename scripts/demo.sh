@@ -11,7 +11,9 @@ bin=$PWD/target/bin
 work=$(mktemp -d /tmp/hako-demo.XXXXXX)
 hako=("$bin/hako" --root "$work/root" --runroot "$work/run")
 cleanup() {
-    "${hako[@]}" rm -f demo-web >/dev/null 2>&1 || true
+    # Everything of the demo's store goes, its default network's bridge,
+    # nftables table and resolver too, before the store's directory.
+    "${hako[@]}" system reset --force >/dev/null 2>&1 || true
     rm -rf "$work"
 }
 trap cleanup EXIT
