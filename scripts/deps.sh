@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs the Debian packages that building and testing hako need, and
-# the Rust standard library for the static musl target every hako binary
-# is built for (.cargo/config.toml). --tests adds what the test suite
-# drives: peers, podman, the VM for the cgroup v2 run.
+# Installs the Debian packages that building and testing hako need, the
+# Rust standard library for the static musl target of hako-monitor and
+# hako-runtime, and the libseccomp archive every binary links
+# (.cargo/config.toml). --tests adds what the test suite drives: peers,
+# podman, the VM for the cgroup v2 run.
 set -euo pipefail
 pkgs=(busybox-static libseccomp-dev pkg-config gcc binutils jq tini libnftables1)
 if [[ ${1:-} == --tests ]]; then
