@@ -30,7 +30,12 @@ mod allocator {
     use std::sync::atomic::{AtomicU8, Ordering};
 
     /// Set for the lean re-execution (and taken out of its environment).
-    pub const LEAN_ENV: &std::ffi::CStr = c"HAKO_MONITOR_LEAN";
+    const LEAN_ENV: &std::ffi::CStr = c"HAKO_MONITOR_LEAN";
+
+    /// The variable's name, for `Command::env` and `env::remove_var`.
+    pub fn lean_env() -> &'static std::ffi::OsStr {
+        std::os::unix::ffi::OsStrExt::from_bytes(LEAN_ENV.to_bytes())
+    }
     const UNDECIDED: u8 = 0;
     const MIMALLOC: u8 = 1;
     const MUSL: u8 = 2;
@@ -65,55 +70,35 @@ mod allocator {
         }
     }
 
+    /// The allocator this process chose.
+    fn chosen() -> &'static dyn GlobalAlloc {
+        if musl() { &System } else { &mimalloc::MiMalloc }
+    }
+
     pub struct MonitorAllocator;
 
     // SAFETY: every call goes to the one allocator the process chose at
-    // its first allocation, which keeps the GlobalAlloc contract.
+    // its first allocation (the one that made any block it is given), with
+    // the caller's contract passed on.
     unsafe impl GlobalAlloc for MonitorAllocator {
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
             // SAFETY: the caller's contract, passed on.
-            unsafe {
-                if musl() {
-                    System.alloc(layout)
-                } else {
-                    mimalloc::MiMalloc.alloc(layout)
-                }
-            }
+            unsafe { chosen().alloc(layout) }
         }
 
         unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
             // SAFETY: the caller's contract, passed on.
-            unsafe {
-                if musl() {
-                    System.alloc_zeroed(layout)
-                } else {
-                    mimalloc::MiMalloc.alloc_zeroed(layout)
-                }
-            }
+            unsafe { chosen().alloc_zeroed(layout) }
         }
 
         unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            // SAFETY: the caller's contract, passed on to the allocator
-            // that made the block.
-            unsafe {
-                if musl() {
-                    System.dealloc(ptr, layout)
-                } else {
-                    mimalloc::MiMalloc.dealloc(ptr, layout)
-                }
-            }
+            // SAFETY: the caller's contract, passed on.
+            unsafe { chosen().dealloc(ptr, layout) }
         }
 
         unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            // SAFETY: the caller's contract, passed on to the allocator
-            // that made the block.
-            unsafe {
-                if musl() {
-                    System.realloc(ptr, layout, new_size)
-                } else {
-                    mimalloc::MiMalloc.realloc(ptr, layout, new_size)
-                }
-            }
+            // SAFETY: the caller's contract, passed on.
+            unsafe { chosen().realloc(ptr, layout, new_size) }
         }
     }
 }
@@ -178,11 +163,7 @@ fn resume(dir: &Path, handoff: &str) -> ! {
     // SAFETY: the monitor has one thread: nothing reads the environment
     // meanwhile.
     unsafe {
-        std::env::remove_var(
-            <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(
-                allocator::LEAN_ENV.to_bytes(),
-            ),
-        )
+        std::env::remove_var(allocator::lean_env())
     };
     let code = match Monitor::resume(dir, handoff) {
         Ok((mut m, run)) => {
@@ -618,12 +599,7 @@ impl Monitor {
         // any pending signal survive the exec; the new signalfd reads them.
         let mut lean = std::process::Command::new("/proc/self/exe");
         #[cfg(target_env = "musl")]
-        lean.env(
-            <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(
-                allocator::LEAN_ENV.to_bytes(),
-            ),
-            "1",
-        );
+        lean.env(allocator::lean_env(), "1");
         let _ = lean
             .arg0("hako-monitor")
             .arg(&self.dir)
