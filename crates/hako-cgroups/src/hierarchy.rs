@@ -196,25 +196,6 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Starts, in a thread of its own, the RCU grace period that the first
-/// task migration into a v1 cgroup waits for (a global lock of the cgroup
-/// core goes into its writer mode that way: ~5–20 ms here), by moving this
-/// process into the cgroup it is in already, which changes nothing. A
-/// container joining its cgroups a few milliseconds later then waits for
-/// what is left of that grace period, or not at all. Nothing on a host
-/// without v1 hierarchies.
-pub fn start_migration_grace_period() {
-    std::thread::spawn(|| {
-        let Ok(h) = Hierarchies::discover() else {
-            return;
-        };
-        if let Some(m) = h.v1.first() {
-            let dir = dir_in(&m.mountpoint, &m.root, &m.own);
-            let _ = std::fs::write(dir.join("cgroup.procs"), std::process::id().to_string());
-        }
-    });
-}
-
 /// Joins a hierarchy path onto the mountpoint that shows `root`.
 pub fn dir_in(mountpoint: &Path, root: &str, path: &str) -> PathBuf {
     let rel = Path::new(path)

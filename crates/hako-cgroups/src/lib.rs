@@ -107,6 +107,37 @@ pub struct Cgroup {
     pub created: Vec<PathBuf>,
 }
 
+/// Moves the calling thread into the cgroups whose `tasks` files these are
+/// (from [`Cgroup::open_v1_tasks`]); in a single-threaded process, that is
+/// the whole process.
+///
+/// Why not the pid into `cgroup.procs`, from the outside: moving a process
+/// takes the cgroup core's global threadgroup lock for writing, and the
+/// first such move after an idle spell waits for an RCU grace period
+/// (5–15 ms on an idle host, most of a container's start). A thread that
+/// moves itself, by writing "0" to `tasks`, is spared that lock.
+pub fn join_self(tasks: &[OwnedFd]) -> std::result::Result<(), JoinError> {
+    for (hierarchy, fd) in tasks.iter().enumerate() {
+        loop {
+            match nix::unistd::write(fd, b"0") {
+                Ok(_) => break,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(errno) => return Err(JoinError { hierarchy, errno }),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A [`join_self`] the kernel refused.
+#[derive(Debug, thiserror::Error)]
+#[error("join the cgroup of v1 hierarchy #{hierarchy} (write 0 to its tasks file): {errno}")]
+pub struct JoinError {
+    /// The index into the descriptors given.
+    pub hierarchy: usize,
+    pub errno: nix::errno::Errno,
+}
+
 /// How long `destroy` waits for the kernel to let go of a cgroup whose
 /// processes have been killed.
 const REMOVE_PATIENCE: Duration = Duration::from_secs(5);
@@ -303,6 +334,27 @@ impl Cgroup {
     pub fn open_v2_dir(&self) -> Option<Result<OwnedFd>> {
         let v2 = self.v2.as_ref()?;
         Some(fsutil::open_dir(&v2.dir))
+    }
+
+    /// The `tasks` file of each v1 hierarchy's directory, opened for
+    /// writing: how a process joins the cgroup itself ([`join_self`]).
+    /// The kernel checks the credentials of the opener, so a process that
+    /// may no longer open them (in a user namespace, say) can still use
+    /// these.
+    pub fn open_v1_tasks(&self) -> Result<Vec<OwnedFd>> {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.v1
+            .iter()
+            .map(|d| {
+                let path = d.dir.join("tasks");
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_CLOEXEC)
+                    .open(&path)
+                    .map(OwnedFd::from)
+                    .map_err(|source| Error::Io { path, source })
+            })
+            .collect()
     }
 
     /// Puts a process into the cgroup in every hierarchy; `v2_done` skips

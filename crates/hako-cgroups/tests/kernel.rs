@@ -144,3 +144,41 @@ fn devices_through_an_ebpf_filter_on_cgroup2() {
     cg.destroy().unwrap();
     gone(&cg);
 }
+
+/// A process joins the v1 hierarchies itself, through `tasks` files that
+/// were opened for it, and lands in the cgroup in each of them.
+#[test]
+fn a_process_joins_its_v1_cgroups_itself() {
+    use std::os::unix::process::CommandExt;
+    let h = Hierarchies::discover().unwrap();
+    let mut cg = Cgroup::resolve(&h, &unique("self"), "x").unwrap();
+    cg.create().unwrap();
+    let tasks = cg.open_v1_tasks().unwrap();
+    assert_eq!(tasks.len(), cg.v1.len());
+    let mut cmd = Command::new("/bin/cat");
+    cmd.arg("/proc/self/cgroup");
+    // SAFETY: the closure only writes to descriptors (no allocation, no
+    // locks) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            hako_cgroups::join_self(&tasks).map_err(|e| std::io::Error::from(e.errno))
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let membership = String::from_utf8(out.stdout).unwrap();
+    for d in &cg.v1 {
+        let line = membership
+            .lines()
+            .find(|l| {
+                let ctrls = l.split(':').nth(1).unwrap_or_default();
+                let mut ctrls: Vec<&str> = ctrls.split(',').collect();
+                ctrls.sort_unstable();
+                ctrls == d.controllers.iter().map(String::as_str).collect::<Vec<_>>()
+            })
+            .unwrap_or_else(|| panic!("{:?} not in {membership}", d.controllers));
+        assert!(line.ends_with(&cg.path), "{line} is not in {}", cg.path);
+    }
+    cg.destroy().unwrap();
+    gone(&cg);
+}

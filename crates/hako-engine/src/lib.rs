@@ -1132,9 +1132,6 @@ impl Engine {
             }
             _ => {}
         }
-        // The container joins its v1 cgroups in some milliseconds: the
-        // kernel's wait for that starts now, beside the work up to then.
-        hako_cgroups::hierarchy::start_migration_grace_period();
         let run_dir = self.run_dir(&c.id);
         let _ = fs::remove_dir_all(&run_dir);
         fs::create_dir_all(&run_dir).ctx(|| format!("create {}", run_dir.display()))?;

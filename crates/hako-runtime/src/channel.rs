@@ -11,13 +11,19 @@ use nix::sys::socket::{
     sendmsg, socketpair,
 };
 
+/// The most descriptors one message carries: a `tasks` file for each v1
+/// hierarchy (a host mounts at most fifteen or so).
+const MAX_FDS: usize = 32;
+
 /// What the two sides tell each other.
 #[derive(Debug)]
 pub enum Msg {
     /// Runtime → child: set-up may go on (id maps written, cgroups joined).
     Go,
-    /// Runtime → child: the child is in its cgroup, configured.
-    CgroupReady,
+    /// Runtime → child: the cgroup is made and configured; the child joins
+    /// it through these `tasks` files of its v1 hierarchies (none on
+    /// cgroup v2, where the clone put it there).
+    CgroupReady(Vec<OwnedFd>),
     /// Child → runtime: write the id maps of the user namespace I just made.
     WriteMaps,
     /// Runtime → child: the maps are written.
@@ -44,7 +50,7 @@ impl Msg {
     fn tag(&self) -> u8 {
         match self {
             Msg::Go => b'G',
-            Msg::CgroupReady => b'C',
+            Msg::CgroupReady(_) => b'C',
             Msg::WriteMaps => b'M',
             Msg::MapsWritten => b'm',
             Msg::InitPid(_) => b'P',
@@ -93,7 +99,11 @@ impl Channel {
             Msg::InitPid(pid) => body.extend_from_slice(pid.to_string().as_bytes()),
             Msg::Error(text) | Msg::Warning(text) => body.extend_from_slice(text.as_bytes()),
             Msg::SeccompFd(fd) => fds.push(fd.as_raw_fd()),
+            Msg::CgroupReady(files) => fds.extend(files.iter().map(AsRawFd::as_raw_fd)),
             _ => {}
+        }
+        if fds.len() > MAX_FDS {
+            return Err(Errno::EMSGSIZE);
         }
         let iov = [IoSlice::new(&body)];
         let cmsgs: Vec<ControlMessage> = if fds.is_empty() {
@@ -119,7 +129,7 @@ impl Channel {
     /// exec'd or died).
     pub fn recv(&self) -> nix::Result<Option<Msg>> {
         let mut buf = vec![0u8; 16 * 1024];
-        let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+        let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
         let mut iov = [IoSliceMut::new(&mut buf)];
         let msg = loop {
             match recvmsg::<()>(
@@ -135,12 +145,12 @@ impl Channel {
                 r => break r?,
             }
         };
-        let mut fd = None;
+        let mut fds = Vec::new();
         for c in msg.cmsgs()? {
-            if let ControlMessageOwned::ScmRights(fds) = c {
-                for f in fds {
+            if let ControlMessageOwned::ScmRights(got) = c {
+                for f in got {
                     // SAFETY: the kernel installed this descriptor for us.
-                    fd = Some(unsafe { OwnedFd::from_raw_fd(f) });
+                    fds.push(unsafe { OwnedFd::from_raw_fd(f) });
                 }
             }
         }
@@ -152,13 +162,13 @@ impl Channel {
         let text = || String::from_utf8_lossy(body).into_owned();
         Ok(Some(match buf[0] {
             b'G' => Msg::Go,
-            b'C' => Msg::CgroupReady,
+            b'C' => Msg::CgroupReady(fds),
             b'M' => Msg::WriteMaps,
             b'm' => Msg::MapsWritten,
             b'P' => Msg::InitPid(text().parse().map_err(|_| Errno::EPROTO)?),
             b'H' => Msg::RunHooks,
             b'h' => Msg::HooksDone,
-            b'S' => Msg::SeccompFd(fd.ok_or(Errno::EPROTO)?),
+            b'S' => Msg::SeccompFd(fds.into_iter().next().ok_or(Errno::EPROTO)?),
             b'R' => Msg::Ready,
             b's' => Msg::Start,
             b'W' => Msg::Warning(text()),

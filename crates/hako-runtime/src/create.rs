@@ -181,10 +181,11 @@ pub fn create(opts: CreateOptions) -> Result<Created> {
     };
     let mut warnings = cfg.warnings.clone();
 
-    // The cgroup's place is known before any process exists; on cgroup v2
-    // it is made now, so that the clone can start the init in it.
+    // The cgroup's place is known before any process exists; with a
+    // cgroup2 tree (v2, hybrid) it is made now, so that the clone can
+    // start the init in it.
     let mut cg = resolve_cgroup(&cfg, &linux, &opts.id)?;
-    let clone_into_cgroup = cg.layout == hako_cgroups::Layout::V2;
+    let clone_into_cgroup = cg.v2.is_some();
     guard.cgroup = Some(cg.clone());
     let mut state = ContainerState {
         id: opts.id.clone(),
@@ -281,7 +282,7 @@ pub fn create(opts: CreateOptions) -> Result<Created> {
         },
         console: console.as_ref().map(AsRawFd::as_raw_fd),
         cgroup: Some(&cg),
-        in_cgroup_at_clone: cgroup_fd.is_some(),
+        in_cgroup_at_clone: cgroup_fd.is_some() && cg.v1.is_empty(),
         seccomp: filter.as_ref(),
         no_pivot: opts.no_pivot,
         no_new_keyring: opts.no_new_keyring,
@@ -336,9 +337,10 @@ pub fn create(opts: CreateOptions) -> Result<Created> {
         .send(&Msg::Go)
         .context(|| "signal the container's init".to_string())?;
     // While the init sets up its namespaces and mounts, the cgroup is made
-    // and configured and the init joins it (on v2 the clone put it there
-    // already): on v1 the first join can wait milliseconds for an RCU
-    // grace period, which the init's own work then hides.
+    // (v1 only) and configured; the init then joins its v1 hierarchies
+    // itself (see `join_self`: not a move from here, which can wait
+    // milliseconds for an RCU grace period). The clone put it in the
+    // cgroup2 tree.
     if !clone_into_cgroup {
         cg.create()?;
         guard.cgroup = Some(cg.clone());
@@ -347,9 +349,9 @@ pub fn create(opts: CreateOptions) -> Result<Created> {
         Ok(w) => warnings.extend(w),
         Err(e) => return Err(e.into()),
     }
-    cg.add_task(pid, cgroup_fd.is_some())?;
-    crate::trace::mark("cgroup joined");
-    if parent_chan.send(&Msg::CgroupReady).is_err() {
+    let v1_tasks = cg.open_v1_tasks()?;
+    crate::trace::mark("cgroup ready");
+    if parent_chan.send(&Msg::CgroupReady(v1_tasks)).is_err() {
         // The init gave up meanwhile; its message says why.
         return Err(guard.init_failed(parent_chan.recv().ok().flatten(), &cg, &linux));
     }

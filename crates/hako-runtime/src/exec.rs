@@ -147,6 +147,17 @@ pub fn exec(root: &Path, id: &str, process: &Process, opts: ExecOptions) -> Resu
         Some(r) => Some(r?),
         None => None,
     };
+    // The child joins the v1 hierarchies itself (see `join_self`); the
+    // clone puts it in the cgroup2 tree.
+    let v1_tasks: Vec<OwnedFd> = match &cg {
+        Some(cg) => cg
+            .open_v1_tasks()?
+            .into_iter()
+            .map(|f| sys::move_above(f, min_fd))
+            .collect::<nix::Result<_>>()
+            .context(|| "move the cgroup descriptors".to_string())?,
+        None => Vec::new(),
+    };
     let forked = sys::clone3(0, cgroup_fd.as_ref().map(AsRawFd::as_raw_fd));
     if !matches!(forked, Ok(sys::Forked::Child))
         && let Some(own) = &own_pid_ns
@@ -161,9 +172,12 @@ pub fn exec(root: &Path, id: &str, process: &Process, opts: ExecOptions) -> Resu
             keep.extend(console.as_ref().map(AsRawFd::as_raw_fd));
             keep.extend(join.iter().map(|(_, f)| f.as_raw_fd()));
             keep.push(trampoline.raw());
+            keep.extend(v1_tasks.iter().map(AsRawFd::as_raw_fd));
             let result = (|| -> Result<std::convert::Infallible> {
                 init::first_steps(&keep, opts.preserve_fds)?;
                 init::expect(&child_chan, "set-up", |m| matches!(m, Msg::Go))?;
+                hako_cgroups::join_self(&v1_tasks)
+                    .map_err(|e| Error::Init(format!("exec: {e}")))?;
                 for (t, f) in &join {
                     setns(f.as_fd(), namespaces::flag(*t)).context(|| {
                         format!("enter the container's {} namespace", namespaces::name(*t))
@@ -201,15 +215,12 @@ pub fn exec(root: &Path, id: &str, process: &Process, opts: ExecOptions) -> Resu
     drop(child_chan);
     drop(console);
     drop(join);
+    drop(v1_tasks);
     let fail = |e: Error| {
         let _ = kill(Pid::from_raw(child), Signal::SIGKILL);
         let _ = waitpid(Pid::from_raw(child), None);
         e
     };
-    if let Some(cg) = &cg {
-        cg.add_task(child, cgroup_fd.is_some())
-            .map_err(|e| fail(e.into()))?;
-    }
     parent_chan
         .send(&Msg::Go)
         .context(|| "signal the exec process".to_string())

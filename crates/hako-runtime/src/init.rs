@@ -247,20 +247,20 @@ fn make_cgroupns(plan: &Plan) -> Result<()> {
     Ok(())
 }
 
-/// The runtime's word that the init is in its cgroup, which may arrive
-/// while the init waits for something else.
+/// The runtime's word that the cgroup is ready, which may arrive while the
+/// init waits for something else: the init joins it then.
 pub struct CgroupWait<'a> {
     pub chan: &'a Channel,
     pub ready: bool,
 }
 
 impl CgroupWait<'_> {
-    /// Waits for the runtime's message for `what`, noting a
-    /// `CgroupReady` that comes first.
+    /// Waits for the runtime's message for `what`, joining the cgroup
+    /// when a `CgroupReady` comes first.
     pub fn expect(&mut self, what: &str, wanted: impl Fn(&Msg) -> bool) -> Result<()> {
         loop {
             match wait_for(self.chan, what)? {
-                Msg::CgroupReady => self.ready = true,
+                Msg::CgroupReady(tasks) => self.join(&tasks)?,
                 m if wanted(&m) => return Ok(()),
                 other => {
                     return Err(Error::Init(format!(
@@ -271,11 +271,25 @@ impl CgroupWait<'_> {
         }
     }
 
+    /// Returns once this process is in its cgroup.
     pub fn wait(&mut self) -> Result<()> {
-        if !self.ready {
-            expect(self.chan, "the cgroup", |m| matches!(m, Msg::CgroupReady))?;
-            self.ready = true;
+        while !self.ready {
+            match wait_for(self.chan, "the cgroup")? {
+                Msg::CgroupReady(tasks) => self.join(&tasks)?,
+                other => {
+                    return Err(Error::Init(format!(
+                        "unexpected {other:?} from the runtime while waiting for the cgroup"
+                    )));
+                }
+            }
         }
+        Ok(())
+    }
+
+    fn join(&mut self, tasks: &[std::os::fd::OwnedFd]) -> Result<()> {
+        hako_cgroups::join_self(tasks).map_err(|e| Error::Init(e.to_string()))?;
+        crate::trace::mark("init: cgroup joined");
+        self.ready = true;
         Ok(())
     }
 }

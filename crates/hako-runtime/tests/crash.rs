@@ -6,13 +6,14 @@
 mod common;
 use common::*;
 
-const CREATE_PHASES: [&str; 10] = [
+const CREATE_PHASES: [&str; 11] = [
     "config loaded",
     "clone",
     "cloned",
-    "cgroup joined",
+    "cgroup ready",
     "init: namespaces",
     "init: mounts",
+    "init: cgroup joined",
     "init: root finished",
     "init: process prepared",
     "init ready",
