@@ -235,6 +235,16 @@ fn exec_runs_in_the_container() {
     // exec'd processes see the container's pid namespace.
     let out = s.exec(&["sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '"]);
     assert_eq!(ok(&out).trim(), "sleep 300");
+    // ... and are in its cgroups, in every hierarchy (seen from its
+    // cgroup namespace, an outsider's path would start with "/..").
+    let out = s.exec(&[
+        "sh",
+        "-c",
+        "cat /proc/self/cgroup; echo ==; cat /proc/1/cgroup",
+    ]);
+    let text = ok(&out);
+    let (exec_cgroups, init_cgroups) = text.split_once("==\n").unwrap();
+    assert_eq!(exec_cgroups, init_cgroups);
     // --process FILE
     let proc_file = s.bundle.dir().join("process.json");
     std::fs::write(&proc_file, serde_json::json!({"args": ["sh", "-c", "echo from-file"], "cwd": "/", "user": {"uid": 0, "gid": 0}, "env": ["PATH=/bin"]}).to_string()).unwrap();
