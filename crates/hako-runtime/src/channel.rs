@@ -18,7 +18,8 @@ const MAX_FDS: usize = 32;
 /// What the two sides tell each other.
 #[derive(Debug)]
 pub enum Msg {
-    /// Runtime → child: set-up may go on (id maps written, cgroups joined).
+    /// Runtime → child: set-up may go on (an exec'd process joins its
+    /// cgroup now).
     Go,
     /// Runtime → child: the cgroup is made and configured; the child joins
     /// it through these `tasks` files of its v1 hierarchies (none on
