@@ -117,12 +117,18 @@ pub struct Cgroup {
 /// (5–15 ms on an idle host, most of a container's start). A thread that
 /// moves itself, by writing "0" to `tasks`, is spared that lock.
 pub fn join_self(tasks: &[OwnedFd]) -> std::result::Result<(), JoinError> {
-    for (hierarchy, fd) in tasks.iter().enumerate() {
+    use std::os::fd::AsRawFd;
+    for fd in tasks {
         loop {
             match nix::unistd::write(fd, b"0") {
                 Ok(_) => break,
                 Err(nix::errno::Errno::EINTR) => {}
-                Err(errno) => return Err(JoinError { hierarchy, errno }),
+                Err(errno) => {
+                    // Which file, as the process sees it: what to look at.
+                    let tasks = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+                        .unwrap_or_default();
+                    return Err(JoinError { tasks, errno });
+                }
             }
         }
     }
@@ -131,10 +137,10 @@ pub fn join_self(tasks: &[OwnedFd]) -> std::result::Result<(), JoinError> {
 
 /// A [`join_self`] the kernel refused.
 #[derive(Debug, thiserror::Error)]
-#[error("join the cgroup of v1 hierarchy #{hierarchy} (write 0 to its tasks file): {errno}")]
+#[error("join the cgroup: write 0 to {}: {errno}", tasks.display())]
 pub struct JoinError {
-    /// The index into the descriptors given.
-    pub hierarchy: usize,
+    /// The `tasks` file written to.
+    pub tasks: PathBuf,
     pub errno: nix::errno::Errno,
 }
 
@@ -357,14 +363,15 @@ impl Cgroup {
             .collect()
     }
 
-    /// Puts a process into the cgroup in every hierarchy; `v2_done` skips
-    /// the cgroup2 tree when the process was cloned into it already.
-    pub fn add_task(&self, pid: i32, v2_done: bool) -> Result<()> {
+    /// Moves a process into the cgroup in every hierarchy, from outside
+    /// (which may wait for an RCU grace period: a container's processes
+    /// join with [`join_self`] and a clone into the cgroup2 tree instead).
+    pub fn add_task(&self, pid: i32) -> Result<()> {
         let pid = pid.to_string();
         for d in &self.v1 {
             write_file(&d.dir.join("cgroup.procs"), &pid)?;
         }
-        if let (Some(v2), false) = (&self.v2, v2_done) {
+        if let Some(v2) = &self.v2 {
             write_file(&v2.dir.join("cgroup.procs"), &pid)?;
         }
         Ok(())

@@ -61,7 +61,7 @@ fn lifecycle_of_a_cgroup() {
     assert!(warnings.is_empty(), "{warnings:?}");
     let mut child = waiting_shell("sleep 300");
     let pid = i32::try_from(child.id()).unwrap();
-    cg.add_task(pid, false).unwrap();
+    cg.add_task(pid).unwrap();
     assert_eq!(cg.pids().unwrap(), vec![pid]);
     let stats = cg.stats().unwrap();
     assert_eq!(stats.pids.current, 1);
@@ -127,8 +127,7 @@ fn devices_through_an_ebpf_filter_on_cgroup2() {
     let child = waiting_shell(
         "echo x > /dev/null && echo null-ok; head -c 1 /dev/zero > /dev/null || echo zero-denied",
     );
-    cg.add_task(i32::try_from(child.id()).unwrap(), false)
-        .unwrap();
+    cg.add_task(i32::try_from(child.id()).unwrap()).unwrap();
     let text = go(child);
     assert!(text.contains("null-ok"), "{text}");
     assert!(text.contains("zero-denied"), "{text}");
@@ -138,8 +137,7 @@ fn devices_through_an_ebpf_filter_on_cgroup2() {
     ))
     .unwrap();
     let child = waiting_shell("head -c 1 /dev/zero > /dev/null && echo zero-ok");
-    cg.add_task(i32::try_from(child.id()).unwrap(), false)
-        .unwrap();
+    cg.add_task(i32::try_from(child.id()).unwrap()).unwrap();
     assert!(go(child).contains("zero-ok"));
     cg.destroy().unwrap();
     gone(&cg);
@@ -157,8 +155,9 @@ fn a_process_joins_its_v1_cgroups_itself() {
     assert_eq!(tasks.len(), cg.v1.len());
     let mut cmd = Command::new("/bin/cat");
     cmd.arg("/proc/self/cgroup");
-    // SAFETY: the closure only writes to descriptors (no allocation, no
-    // locks) between fork and exec.
+    // SAFETY: between fork and exec the closure only writes to
+    // descriptors; it allocates only to report a failure, and this test's
+    // process has no other thread that could hold the allocator's lock.
     unsafe {
         cmd.pre_exec(move || {
             hako_cgroups::join_self(&tasks).map_err(|e| std::io::Error::from(e.errno))

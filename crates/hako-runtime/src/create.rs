@@ -7,6 +7,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
 use nix::fcntl::{OFlag, open};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::stat::Mode;
@@ -185,7 +186,6 @@ pub fn create(opts: CreateOptions) -> Result<Created> {
     // cgroup2 tree (v2, hybrid) it is made now, so that the clone can
     // start the init in it.
     let mut cg = resolve_cgroup(&cfg, &linux, &opts.id)?;
-    let clone_into_cgroup = cg.v2.is_some();
     guard.cgroup = Some(cg.clone());
     let mut state = ContainerState {
         id: opts.id.clone(),
@@ -204,10 +204,13 @@ pub fn create(opts: CreateOptions) -> Result<Created> {
     // Saved before any cgroup directory exists, so that a `delete --force`
     // after a crash finds whatever was made.
     dir.save(&state)?;
-    if clone_into_cgroup {
+    let cgroup_fd = if cg.v2.is_some() {
         cg.create()?;
         guard.cgroup = Some(cg.clone());
-    }
+        cg.open_v2_dir().transpose()?
+    } else {
+        None
+    };
 
     let filter = match linux.seccomp() {
         Some(s) => Some(seccomp::prepare(
@@ -266,10 +269,6 @@ pub fn create(opts: CreateOptions) -> Result<Created> {
         }
     }
     let time_offsets = time_offsets(&linux);
-    let cgroup_fd = match cg.open_v2_dir() {
-        Some(r) if clone_into_cgroup => Some(r?),
-        _ => None,
-    };
 
     let ctx = InitContext {
         cfg: &cfg,
@@ -341,7 +340,7 @@ pub fn create(opts: CreateOptions) -> Result<Created> {
     // itself (see `join_self`: not a move from here, which can wait
     // milliseconds for an RCU grace period). The clone put it in the
     // cgroup2 tree.
-    if !clone_into_cgroup {
+    if cgroup_fd.is_none() {
         cg.create()?;
         guard.cgroup = Some(cg.clone());
     }
@@ -351,9 +350,18 @@ pub fn create(opts: CreateOptions) -> Result<Created> {
     }
     let v1_tasks = cg.open_v1_tasks()?;
     crate::trace::mark("cgroup ready");
-    if parent_chan.send(&Msg::CgroupReady(v1_tasks)).is_err() {
+    match parent_chan.send(&Msg::CgroupReady(v1_tasks)) {
+        Ok(()) => {}
         // The init gave up meanwhile; its message says why.
-        return Err(guard.init_failed(parent_chan.recv().ok().flatten(), &cg, &linux));
+        Err(Errno::EPIPE | Errno::ECONNRESET) => {
+            return Err(guard.init_failed(parent_chan.recv().ok().flatten(), &cg, &linux));
+        }
+        // Not sent (too many hierarchies for one message, say): the init,
+        // still waiting, goes with the guard.
+        Err(e) => {
+            return Err(e)
+                .context(|| "pass the cgroup's tasks files to the container's init".into());
+        }
     }
 
     // The final state, written while the init still sets up (commands

@@ -100,9 +100,7 @@ pub(crate) fn wait_for(chan: &Channel, what: &str) -> Result<Msg> {
 pub(crate) fn expect(chan: &Channel, what: &str, wanted: impl Fn(&Msg) -> bool) -> Result<()> {
     match wait_for(chan, what)? {
         m if wanted(&m) => Ok(()),
-        other => Err(Error::Init(format!(
-            "unexpected {other:?} from the runtime while waiting for {what}"
-        ))),
+        other => Err(unexpected(&other, what)),
     }
 }
 
@@ -255,18 +253,28 @@ pub struct CgroupWait<'a> {
 }
 
 impl CgroupWait<'_> {
+    /// The runtime's next message for `what`, or `None` for a
+    /// `CgroupReady`, which this handles: it joins the cgroup.
+    fn next(&mut self, what: &str) -> Result<Option<Msg>> {
+        match wait_for(self.chan, what)? {
+            Msg::CgroupReady(tasks) => {
+                hako_cgroups::join_self(&tasks).map_err(|e| Error::Init(e.to_string()))?;
+                crate::trace::mark("init: cgroup joined");
+                self.ready = true;
+                Ok(None)
+            }
+            m => Ok(Some(m)),
+        }
+    }
+
     /// Waits for the runtime's message for `what`, joining the cgroup
     /// when a `CgroupReady` comes first.
     pub fn expect(&mut self, what: &str, wanted: impl Fn(&Msg) -> bool) -> Result<()> {
         loop {
-            match wait_for(self.chan, what)? {
-                Msg::CgroupReady(tasks) => self.join(&tasks)?,
-                m if wanted(&m) => return Ok(()),
-                other => {
-                    return Err(Error::Init(format!(
-                        "unexpected {other:?} from the runtime while waiting for {what}"
-                    )));
-                }
+            match self.next(what)? {
+                None => {}
+                Some(m) if wanted(&m) => return Ok(()),
+                Some(other) => return Err(unexpected(&other, what)),
             }
         }
     }
@@ -274,24 +282,18 @@ impl CgroupWait<'_> {
     /// Returns once this process is in its cgroup.
     pub fn wait(&mut self) -> Result<()> {
         while !self.ready {
-            match wait_for(self.chan, "the cgroup")? {
-                Msg::CgroupReady(tasks) => self.join(&tasks)?,
-                other => {
-                    return Err(Error::Init(format!(
-                        "unexpected {other:?} from the runtime while waiting for the cgroup"
-                    )));
-                }
+            if let Some(other) = self.next("the cgroup")? {
+                return Err(unexpected(&other, "the cgroup"));
             }
         }
         Ok(())
     }
+}
 
-    fn join(&mut self, tasks: &[std::os::fd::OwnedFd]) -> Result<()> {
-        hako_cgroups::join_self(tasks).map_err(|e| Error::Init(e.to_string()))?;
-        crate::trace::mark("init: cgroup joined");
-        self.ready = true;
-        Ok(())
-    }
+fn unexpected(msg: &Msg, what: &str) -> Error {
+    Error::Init(format!(
+        "unexpected {msg:?} from the runtime while waiting for {what}"
+    ))
 }
 
 fn set_names(spec: &Spec, plan: &Plan) -> Result<()> {

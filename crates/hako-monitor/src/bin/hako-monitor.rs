@@ -24,6 +24,17 @@ static ALLOCATOR: allocator::MonitorAllocator = allocator::MonitorAllocator;
 /// mimalloc's arena takes hundreds). A process keeps one of them
 /// throughout: the lean re-execution says which in its environment, read
 /// at the first allocation.
+/// glibc's allocator, the one of the glibc build: only the memory to give
+/// back.
+#[cfg(target_env = "gnu")]
+mod allocator {
+    /// Gives the heap's free memory back to the kernel.
+    pub fn give_back() {
+        // SAFETY: malloc_trim only releases free heap memory.
+        unsafe { libc::malloc_trim(0) };
+    }
+}
+
 #[cfg(target_env = "musl")]
 mod allocator {
     use std::alloc::{GlobalAlloc, Layout, System};
@@ -1163,13 +1174,7 @@ impl Monitor {
 /// container, this is most of what each costs.
 fn shed_setup_memory() {
     // What create allocated is free now: back to the kernel.
-    #[cfg(target_env = "musl")]
     allocator::give_back();
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only releases free heap memory.
-    unsafe {
-        libc::malloc_trim(0)
-    };
     let Ok(smaps) = fs::read_to_string("/proc/self/smaps") else {
         return;
     };

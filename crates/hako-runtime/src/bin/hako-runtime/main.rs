@@ -1,12 +1,6 @@
 //! `hako-runtime`: a runc-compatible command line over the hako runtime.
 
 use std::io::Write;
-
-/// In the static musl build (scripts/build.sh): musl's own allocator is
-/// slow on a config's parsing; mimalloc is as fast as glibc's.
-#[cfg(target_env = "musl")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -18,6 +12,12 @@ use clap::{Args, Parser, Subcommand};
 use hako_runtime::container;
 use hako_runtime::{CreateOptions, ExecOptions};
 use hako_runtime::{config, state};
+
+/// In the static musl build (scripts/build.sh): musl's own allocator is
+/// slow on a config's parsing; mimalloc is as fast as glibc's.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(name = "hako-runtime", version = VERSION, about = "Run OCI containers (runc-compatible)", long_about = None)]
